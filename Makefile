@@ -1,0 +1,37 @@
+# Every target creates .venv on first use. DAGSTER_HOME is the project root (dagster.yaml).
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed
+export DAGSTER_HOME := $(CURDIR)
+N ?= 100000
+
+.PHONY: setup demo test dev lint bench vocab clean
+
+$(VENV_STAMP): pyproject.toml
+	test -d .venv || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(VENV_STAMP)
+
+setup: $(VENV_STAMP)
+
+demo: $(VENV_STAMP)  ## generate the demo dataset and materialize the whole graph on it
+	.venv/bin/charassets demo
+
+test: $(VENV_STAMP)  ## run every test
+	$(PY) -m pytest -q
+
+dev: $(VENV_STAMP)  ## Dagster UI on http://127.0.0.1:3000
+	.venv/bin/dagster dev -h 127.0.0.1 -p 3000
+
+lint: $(VENV_STAMP)
+	.venv/bin/ruff check charassets charassets_tests bench
+	.venv/bin/ruff format --check charassets charassets_tests bench
+
+bench: $(VENV_STAMP)  ## make bench N=1000000
+	$(PY) bench/run.py --records $(N)
+
+vocab: $(VENV_STAMP)  ## rewrite the embedded vocabulary from the ontology and demo catalogue
+	$(PY) -c "from charassets.domain.demo import write_embedded_vocabulary as w; w('charassets/data/vocabulary.csv')"
+
+clean:
+	rm -rf .charassets

@@ -1,0 +1,63 @@
+"""The Dagster code location: loads the stage assets and picks resources from the environment.
+
+Environment (all optional): ``CHARASSETS_HOME`` (default ``./.charassets``),
+``CHARASSETS_LAKE`` (lake root URI, default ``$CHARASSETS_HOME/lake``),
+``CHARASSETS_SOURCES`` (sources YAML; default: the generated demo dataset),
+``CHARASSETS_VOCABULARY`` / ``CHARASSETS_TAG_ALIASES`` (tag vocabulary CSVs),
+``CHARASSETS_ONTOLOGY`` (attribute ontology YAML), ``CHARASSETS_DEMO_RECORDS``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from charassets.defs import checks
+from charassets.defs.clean.assets import tags
+from charassets.defs.exports.assets import character_attributes_files
+from charassets.defs.jobs import character_pipeline, register_sources
+from charassets.defs.labels.assets import tag_attributes
+from charassets.defs.marts.assets import character_attributes
+from charassets.defs.raw.assets import raw_records, source_partitions
+from charassets.defs.resources import DEMO_RECORDS, CatalogResource, LakeResource
+from charassets.domain.ontology import DEFAULT_ONTOLOGY
+
+
+def resources_from_env(env: dict[str, str] | None = None) -> dict[str, dg.ConfigurableResource]:
+    """The one place where the environment chooses lake, sources, vocabulary and ontology."""
+    env = dict(os.environ if env is None else env)
+    home = Path(env.get("CHARASSETS_HOME", ".charassets")).resolve()
+    return {
+        "lake": LakeResource(
+            root=env.get("CHARASSETS_LAKE", str(home / "lake")),
+            storage_options=json.loads(env.get("CHARASSETS_STORAGE_OPTIONS", "{}")),
+        ),
+        "catalog": CatalogResource(
+            sources_path=env.get("CHARASSETS_SOURCES"),
+            demo_dir=str(home / "demo"),
+            demo_records=int(env.get("CHARASSETS_DEMO_RECORDS", DEMO_RECORDS)),
+            vocabulary_path=env.get("CHARASSETS_VOCABULARY"),
+            aliases_path=env.get("CHARASSETS_TAG_ALIASES"),
+            ontology_path=env.get("CHARASSETS_ONTOLOGY", str(DEFAULT_ONTOLOGY)),
+        ),
+    }
+
+
+ASSETS = [source_partitions, raw_records, tags, tag_attributes, character_attributes, character_attributes_files]
+
+
+def build_definitions(env: dict[str, str] | None = None) -> dg.Definitions:
+    return dg.Definitions(
+        assets=ASSETS,
+        asset_checks=[checks.row_accounting_all_partitions],
+        jobs=[register_sources, character_pipeline],
+        resources=resources_from_env(env),
+        # one process per run: partitions are processed in turn inside it (see defs/partitions.py)
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions()

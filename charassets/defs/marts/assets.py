@@ -1,0 +1,80 @@
+"""Marts stage: the final, validated per-character attribute table."""
+
+
+import json
+
+import dagster as dg
+import polars as pl
+
+from charassets.defs.metadata import per_partition, preview
+from charassets.defs.partitions import backfill_policy, for_each_partition, record_chunks
+from charassets.defs.resources import CatalogResource, LakeResource
+from charassets.domain.pipeline import mart_stage, unknown_rates, value_counts
+from charassets.domain.schema import json_schema, to_json_frame, validate_rows
+
+SCHEMA_FILE = "marts/character_attributes.schema.json"
+ROWS_VALID = "rows_match_schema"
+PLAUSIBLE = "plausible_unknown_rates"
+
+
+@dg.asset(
+    key=["marts", "character_attributes"],
+    deps=[dg.AssetKey(["labels", "tag_attributes"]), dg.AssetKey(["raw", "rejects"])],
+    group_name="marts",
+    partitions_def=record_chunks,
+    backfill_policy=backfill_policy,
+    kinds={"delta", "polars"},
+    check_specs=[
+        dg.AssetCheckSpec(ROWS_VALID, asset=["marts", "character_attributes"], description="every row written validates against the pydantic model / JSON Schema"),
+        dg.AssetCheckSpec(PLAUSIBLE, asset=["marts", "character_attributes"], description="no field is unknown for more of the single-character rows than the ontology allows"),
+    ],
+)
+def character_attributes(context: dg.AssetExecutionContext, lake: LakeResource, catalog: CatalogResource):
+    """One row per record in the output schema (status, flags, attributes with evidence and confidence), rejects included."""
+    table = lake.lake()
+    ontology = catalog.ontology()
+    schema_uri = lake.write_text(SCHEMA_FILE, json.dumps(json_schema(ontology), indent=2))
+    frames: list[pl.DataFrame] = []
+    invalid: list[str] = []
+
+    def work(key: str) -> dict:
+        mart = mart_stage(table.read("labels", "tag_attributes", [key]), table.read("raw", "rejects", [key]), ontology)
+        try:
+            validate_rows(to_json_frame(mart, ontology), ontology)
+        except ValueError as e:  # pydantic's ValidationError is a ValueError
+            invalid.append(f"{key}: {str(e)[:300]}")
+            raise
+        table.write_partitions("marts", "character_attributes", mart, [key])
+        frames[:] = [mart]
+        rates.append(unknown_rates(mart, ontology))
+        counts = dict(mart.group_by("status").len().iter_rows())
+        return {"rows": mart.height, **{s: counts.get(s, 0) for s in ("ok", "ambiguous", "no_character", "rejected")}}
+
+    rates: list[dict[str, float]] = []
+    stats = for_each_partition(context, work)
+    ok_rows = [s["ok"] for s in stats]
+    # unknown rate over the run, weighted by each partition's ok rows
+    run_rates = {f: round(sum(r.get(f, 0) * n for r, n in zip(rates, ok_rows, strict=True)) / max(1, sum(ok_rows)), 4) for f in (x.name for x in ontology.fields)}
+    limits = {f.name: f.max_unknown_rate for f in ontology.fields if f.max_unknown_rate is not None}
+    too_unknown = {f: run_rates[f] for f, lim in limits.items() if run_rates[f] > lim}
+    mart = frames[-1]
+    yield dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": sum(s["rows"] for s in stats),
+            **{s: sum(x[s] for x in stats) for s in ("ok", "ambiguous", "no_character", "rejected")},
+            "unknown_rate_ok_rows": dg.MetadataValue.json(run_rates),
+            "top_values_last_partition": dg.MetadataValue.json(value_counts(mart, ontology)),
+            "json_schema": dg.MetadataValue.path(schema_uri),
+            "per_partition": per_partition(stats),
+            "preview": preview(to_json_frame(mart.filter(pl.col("status") == "ok"), ontology).select("id", "status", "attributes"), max_chars=300),
+        },
+        check_results=[
+            dg.AssetCheckResult(check_name=ROWS_VALID, passed=not invalid, metadata={"rows_validated": sum(s["rows"] for s in stats)}),
+            dg.AssetCheckResult(
+                check_name=PLAUSIBLE,
+                passed=not too_unknown,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"unknown_rates": dg.MetadataValue.json(run_rates), "limits": dg.MetadataValue.json(limits), "over_limit": dg.MetadataValue.json(too_unknown)},
+            ),
+        ],
+    )

@@ -1,0 +1,39 @@
+"""The one partitions definition shared by every per-record asset, and the loop over it."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import dagster as dg
+
+# A partition is one chunk of one source file (at most ``rows_per_partition`` records),
+# keyed ``<source>-<file digest>-<chunk>``; keys are added by ``raw/source_partitions``.
+record_chunks = dg.DynamicPartitionsDefinition(name="record_chunks")
+
+# One run processes its partitions one after another, so memory is bounded by one chunk
+# whatever the backfill size; several runs can share a large backfill.
+PARTITIONS_PER_RUN = int(os.environ.get("CHARASSETS_PARTITIONS_PER_RUN", "50"))
+backfill_policy = dg.BackfillPolicy.multi_run(max_partitions_per_run=PARTITIONS_PER_RUN)
+
+
+def source_of(partition: str) -> str:
+    """The source name a partition key belongs to."""
+    return partition.rsplit("-", 2)[0]
+
+
+def for_each_partition(context: dg.AssetExecutionContext, work: Callable[[str], dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run ``work`` for each partition of this run, logging progress; returns its stats per partition."""
+    keys = context.partition_keys
+    results = []
+    started = time.perf_counter()
+    for i, key in enumerate(keys, 1):
+        t0 = time.perf_counter()
+        stats = work(key)
+        stats = {"partition": key, **stats, "seconds": round(time.perf_counter() - t0, 3)}
+        results.append(stats)
+        if len(keys) > 1:
+            context.log.info(f"{context.asset_key.to_user_string()}: {i}/{len(keys)} partitions ({key}: {stats}) {time.perf_counter() - started:.1f}s")
+    return results

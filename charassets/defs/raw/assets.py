@@ -1,0 +1,87 @@
+"""Raw stage: the partition registry, and records as read (with their rejects)."""
+
+
+import dagster as dg
+import polars as pl
+
+from charassets.defs.metadata import per_partition, preview, totals
+from charassets.defs.partitions import backfill_policy, for_each_partition, record_chunks
+from charassets.defs.resources import CatalogResource, LakeResource
+from charassets.domain.sources import REGISTRY_SCHEMA, Chunk, read_chunk, register
+
+REGISTRY = ("raw", "source_partitions")
+
+
+def registered_chunks(lake: LakeResource, partitions: list[str]) -> dict[str, Chunk]:
+    """Registry rows of the given partitions; a clear error for keys never registered."""
+    reg = lake.lake().read(*REGISTRY).filter(pl.col("partition").is_in(partitions))
+    chunks = {row["partition"]: Chunk.from_row(row) for row in reg.iter_rows(named=True)}
+    missing = sorted(set(partitions) - set(chunks))
+    if missing:
+        raise dg.Failure(f"partitions not in raw/source_partitions (re-register the sources): {missing[:5]}")
+    return chunks
+
+
+@dg.asset(key=list(REGISTRY), group_name="raw", kinds={"delta", "polars"})
+def source_partitions(context: dg.AssetExecutionContext, lake: LakeResource, catalog: CatalogResource) -> dg.MaterializeResult:
+    """Every chunk of every configured source file: the registry that record partitions are made from."""
+    table = lake.lake()
+    current = pl.concat([register(s) for s in catalog.sources().sources]) if catalog.sources().sources else pl.DataFrame(schema=REGISTRY_SCHEMA)
+    known = table.read(*REGISTRY) if table.exists(*REGISTRY) else pl.DataFrame(schema=REGISTRY_SCHEMA)
+    new = current.join(known.select("partition"), on="partition", how="anti")
+    changed = current.join(known, on=["partition", "file_bytes", "row_count"], how="anti").join(new.select("partition"), on="partition", how="anti")
+    if changed.height:
+        context.log.warning(f"{changed.height} registered chunks changed size on disk; registered files are treated as immutable: {changed.get_column('partition').to_list()[:5]}")
+    registry = pl.concat([known, new]).sort("source", "file", "chunk")
+    table.write_table(*REGISTRY, registry)
+    context.instance.add_dynamic_partitions(record_chunks.name, new.get_column("partition").to_list())
+    per_source = registry.group_by("source").agg(pl.len().alias("partitions"), pl.col("row_count").sum().alias("rows")).sort("source")
+    return dg.MaterializeResult(
+        metadata={
+            "partitions": registry.height,
+            "new_partitions": new.height,
+            "changed_partitions": changed.height,
+            "rows": int(registry.get_column("row_count").sum()),
+            "largest_partition_rows": int(registry.get_column("row_count").max() or 0),
+            "per_source": preview(per_source, n=50),
+            "dagster/row_count": registry.height,
+        }
+    )
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(["raw", "records"], deps=[source_partitions], group_name="raw", kinds={"delta", "polars"},
+                     description="Tag records as read from their source, with a stable record id."),
+        dg.AssetSpec(["raw", "rejects"], deps=[source_partitions], group_name="raw", kinds={"delta", "polars"},
+                     description="Rows that could not be read or lack required fields, with the reason (quarantine)."),
+    ],
+    partitions_def=record_chunks,
+    backfill_policy=backfill_policy,
+)
+def raw_records(context: dg.AssetExecutionContext, lake: LakeResource, catalog: CatalogResource):
+    """Reads each chunk: good rows to raw/records, bad rows to raw/rejects."""
+    chunks = registered_chunks(lake, context.partition_keys)
+    sources = catalog.sources()
+    table = lake.lake()
+    last: dict[str, pl.DataFrame] = {}
+
+    def work(key: str) -> dict:
+        chunk = chunks[key]
+        records, rejects = read_chunk(chunk, sources.get(chunk.source))
+        table.write_partitions("raw", "records", records, [key])
+        table.write_partitions("raw", "rejects", rejects, [key])
+        last.update(records=records, rejects=rejects)
+        return {"rows_in": chunk.row_count, "records": records.height, "rejects": rejects.height}
+
+    stats = for_each_partition(context, work)
+    t = totals(stats, "rows_in", "records", "rejects")
+    yield dg.MaterializeResult(
+        asset_key=["raw", "records"],
+        metadata={"dagster/row_count": t["records"], **t, "per_partition": per_partition(stats), "preview": preview(last["records"].drop("file"))},
+    )
+    reasons = last["rejects"].group_by("reason").len().sort("len", descending=True) if last["rejects"].height else pl.DataFrame({"reason": [], "len": []})
+    yield dg.MaterializeResult(
+        asset_key=["raw", "rejects"],
+        metadata={"dagster/row_count": t["rejects"], "reasons_last_partition": preview(reasons, n=20), "preview": preview(last["rejects"].drop("file"))},
+    )

@@ -1,0 +1,77 @@
+"""Resources: where the lake is, and which sources, vocabulary and ontology to use."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import dagster as dg
+import fsspec
+
+from charassets.domain.demo import generate
+from charassets.domain.lake import Lake
+from charassets.domain.ontology import DEFAULT_ONTOLOGY, Ontology
+from charassets.domain.sources import SourcesConfig
+from charassets.domain.vocabulary import Vocabulary
+
+DEMO_RECORDS = 24_000
+
+
+class LakeResource(dg.ConfigurableResource):
+    """The Delta lake root (a local path or an object-store URI) and its storage options."""
+
+    root: str
+    storage_options: dict[str, str] = {}
+
+    def lake(self) -> Lake:
+        return Lake(self.root, dict(self.storage_options))
+
+    def write_bytes(self, relative: str, data: bytes) -> str:
+        """Write a side file (schema manifest, export) under the root; replaced by a rename, never half-written."""
+        uri = f"{self.root.rstrip('/')}/{relative}"
+        fs, path = fsspec.core.url_to_fs(uri, **self.storage_options)
+        fs.makedirs(str(Path(path).parent), exist_ok=True)
+        with fs.open(path + ".tmp", "wb") as f:
+            f.write(data)
+        fs.mv(path + ".tmp", path)
+        return uri
+
+    def write_text(self, relative: str, text: str) -> str:
+        return self.write_bytes(relative, text.encode("utf-8"))
+
+
+@lru_cache(maxsize=4)
+def _vocabulary(path: str | None, aliases: str | None) -> Vocabulary:
+    return Vocabulary.from_csv(path, aliases) if path else Vocabulary.embedded()
+
+
+@lru_cache(maxsize=4)
+def _ontology(path: str) -> Ontology:
+    return Ontology.load(path)
+
+
+class CatalogResource(dg.ConfigurableResource):
+    """Sources file, tag vocabulary and attribute ontology.
+
+    Without a sources file the embedded demo dataset is generated (deterministically) at
+    ``demo_dir`` on first use, so a fresh clone has data to run on.
+    """
+
+    sources_path: str | None = None
+    demo_dir: str = ".charassets/demo"
+    demo_records: int = DEMO_RECORDS
+    vocabulary_path: str | None = None
+    aliases_path: str | None = None
+    ontology_path: str = str(DEFAULT_ONTOLOGY)
+
+    def sources(self) -> SourcesConfig:
+        path = Path(self.sources_path) if self.sources_path else Path(self.demo_dir) / "sources.yaml"
+        if not self.sources_path and not path.exists():
+            generate(self.demo_dir, n=self.demo_records)
+        return SourcesConfig.from_yaml(path)
+
+    def vocabulary(self) -> Vocabulary:
+        return _vocabulary(self.vocabulary_path, self.aliases_path)
+
+    def ontology(self) -> Ontology:
+        return _ontology(self.ontology_path)

@@ -1,0 +1,1 @@
+"""Domain logic: records, tags, ontology, extraction, schema. No Dagster imports here."""

@@ -1,0 +1,310 @@
+"""Deterministic demo data: realistic, messy Danbooru-style tag records at any size.
+
+Two sources, as real collections come:
+- ``demo_ordered``: Parquet shards with one ordered, comma-separated prompt-style tag
+  string per row (``1girl, hatsune miku, vocaloid, artist, ..., general, newest, masterpiece``);
+- ``demo_danbooru``: JSONL posts with Danbooru's per-category, space-separated tag strings.
+
+Records mix named characters with their usual look (a random subset of it), invented
+unnamed characters, several-character and no-character posts, frequent scene tags, meta
+and quality tags, alias spellings, prompt weights, escaped parentheses, odd case and
+spacing, duplicates, mojibake, and a small share of malformed rows of every kind.
+The same seed and size always give the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import yaml
+
+from charassets.domain.ontology import Ontology
+
+CHARACTERS_FILE = Path(__file__).resolve().parent.parent / "data" / "demo_characters.yaml"
+SHARD_ROWS = 200_000
+
+SCENE = (
+    "solo looking_at_viewer smile open_mouth simple_background white_background blush upper_body "
+    "standing sitting holding outdoors indoors sky day night cloud tree flower from_side full_body "
+    "cowboy_shot closed_mouth hand_up portrait light_smile food book cup petals water window"
+).split()
+EXPRESSIONS = "smile grin :d blush angry sad crying surprised expressionless embarrassed smug serious pout one_eye_closed".split()
+OUTFITS = (
+    "school_uniform serafuku white_shirt black_skirt pleated_skirt dress white_dress black_dress jacket hoodie "
+    "kimono yukata maid swimsuit bikini armor military_uniform suit pants jeans shorts sweater thighhighs "
+    "pantyhose gym_uniform cape coat"
+).split()
+ACCESSORIES = "hat glasses hair_ornament hair_ribbon hair_bow hairband earrings necklace choker scarf gloves bowtie necktie halo".split()
+HAIR_COLORS = "black brown blonde red orange pink purple blue aqua green white grey".split()
+EYE_COLORS = "blue red green purple brown yellow pink black grey orange aqua".split()
+LENGTHS = ["short_hair", "medium_hair", "long_hair", "very_long_hair"]
+STYLES = "ponytail side_ponytail twintails braid twin_braids hair_bun double_bun bob_cut hime_cut ahoge blunt_bangs wavy_hair drill_hair".split()
+BODY = "muscular toned petite curvy plump skinny abs wide_hips".split()
+RARE = "scar scar_on_face tattoo arm_tattoo dark_skin tan pale_skin mature_female old_man child teenage androgynous".split()
+SCENERY = "no_humans scenery landscape building city sky cloud tree water mountain sunset night star_(sky) flower".split()
+META = "highres absurdres commentary_request translated commentary english_commentary bad_id bad_pixiv_id official_art".split()
+QUALITY = ["masterpiece", "best quality", "high quality", "amazing quality", "very aesthetic", "newest", "recent", "year 2023"]
+RATINGS = {"g": "general", "s": "sensitive", "q": "questionable", "e": "explicit"}
+# spellings that are not canonical, as users really type them
+ALIASES = {
+    "grey_hair": "gray_hair",
+    "blonde_hair": "blond_hair",
+    "twintails": "twin_tails",
+    "serafuku": "sailor_uniform",
+    "one_eye_closed": "wink",
+    "pokemon": "pokémon",
+    "very_long_hair": "verylong_hair",
+}
+EXTRA_SERIES = ["pokemon", "original"]
+SYLLABLES = "ka ki ku ko sa shi su ta to na ni no ha hi mi mo ra ri ru yu ya re ao me".split()
+
+
+@dataclass(frozen=True)
+class Character:
+    tag: str
+    series: str
+    subject: str
+    look: tuple[str, ...]
+
+
+def load_characters(path: str | Path | None = None) -> list[Character]:
+    """The embedded catalogue, or a ``character_tag, core_tags`` CSV (first core tag = subject)."""
+    if path is None:
+        data = yaml.safe_load(CHARACTERS_FILE.read_text())
+        return [Character(k, v["series"], v["subject"], tuple(v["look"])) for k, v in data.items()]
+    df = pl.read_csv(path)
+    out = []
+    for tag, core in df.iter_rows():
+        tags = [t.strip().replace(" ", "_") for t in str(core).split(",") if t.strip()]
+        if tags and tags[0] in ("1girl", "1boy", "1other"):
+            series = tag.rsplit("_(", 1)[1].rstrip(")") if tag.endswith(")") and "_(" in tag else "original"
+            out.append(Character(tag, series, tags[0], tuple(dict.fromkeys(tags[1:]))))
+    return out
+
+
+def artist_names(n: int = 300, seed: int = 7) -> list[str]:
+    rng = np.random.default_rng(seed)
+    names = set()
+    while len(names) < n:
+        parts = rng.choice(SYLLABLES, size=rng.integers(2, 5))
+        names.add("".join(parts) + ("_" + "".join(rng.choice(SYLLABLES, size=2)) if rng.random() < 0.5 else ""))
+    return sorted(names)
+
+
+class _RecordMaker:
+    """Draws one record's tags by category; formatting is done per layout."""
+
+    def __init__(self, seed: int, characters: list[Character]):
+        self.rng = np.random.default_rng(seed)
+        self.characters = characters
+        weights = 1.0 / np.arange(1, len(characters) + 1) ** 0.8  # a few popular characters, a long tail
+        self.char_p = weights / weights.sum()
+        self.artists = artist_names()
+
+    def _pick(self, pool: list[str] | tuple[str, ...], k: int) -> list[str]:
+        k = min(k, len(pool))
+        return [pool[i] for i in self.rng.choice(len(pool), size=k, replace=False)] if k else []
+
+    def _invented(self) -> tuple[str, list[str]]:
+        r = self.rng
+        subject = "1girl" if r.random() < 0.75 else "1boy"
+        look = [f"{r.choice(HAIR_COLORS)}_hair", f"{r.choice(EYE_COLORS)}_eyes", str(r.choice(LENGTHS))]
+        look += self._pick(STYLES, int(r.integers(0, 3)))
+        if r.random() < 0.15:
+            look += self._pick(BODY, 1)
+        if r.random() < 0.08:
+            look += self._pick(RARE, 1)
+        return subject, look
+
+    def _character(self) -> tuple[str, list[str], list[str], list[str]]:
+        """(subject, character tags, series tags, look tags) of one character."""
+        if self.rng.random() < 0.7:
+            c = self.characters[int(self.rng.choice(len(self.characters), p=self.char_p))]
+            kept = [t for t in c.look if self.rng.random() < 0.85]
+            return c.subject, [c.tag], [c.series], kept
+        subject, look = self._invented()
+        return subject, [], [str(self.rng.choice(EXTRA_SERIES))] if self.rng.random() < 0.3 else [], look
+
+    def record(self) -> dict[str, list[str]]:
+        r = self.rng
+        kind = r.random()
+        rec: dict[str, list[str]] = {"subject": [], "character": [], "copyright": [], "artist": [], "general": [], "meta": []}
+        if kind < 0.78:  # one character
+            subject, chars, series, look = self._character()
+            rec["subject"] = [subject] + (["solo"] if r.random() < 0.8 else [])
+            if kind > 0.76:  # 'solo' only, no count tag
+                rec["subject"] = ["solo"]
+            rec["character"], rec["copyright"], rec["general"] = chars, series, look
+        elif kind < 0.93:  # several characters
+            a, b = self._character(), self._character()
+            girls = [s for s in (a[0], b[0]) if s == "1girl"]
+            rec["subject"] = ["2girls", "multiple_girls"] if len(girls) == 2 else (["2boys", "multiple_boys"] if not girls else ["1girl", "1boy"])
+            rec["character"], rec["copyright"] = a[1] + b[1], list(dict.fromkeys(a[2] + b[2]))
+            rec["general"] = a[3] + b[3]
+        elif kind < 0.98:  # no character
+            rec["subject"] = ["no_humans"]
+            rec["general"] = self._pick(SCENERY[1:], int(r.integers(2, 6)))
+        else:  # describes someone without saying how many
+            rec["general"] = self._invented()[1]
+        if kind < 0.93:
+            rec["general"] += self._pick(SCENE, int(r.integers(3, 10)))
+            rec["general"] += self._pick(EXPRESSIONS, int(r.integers(0, 3)))
+            rec["general"] += self._pick(OUTFITS, int(r.integers(0, 3)))
+            rec["general"] += self._pick(ACCESSORIES, int(r.integers(0, 2)))
+        rec["artist"] = [self.artists[int(r.integers(len(self.artists)))]] if r.random() < 0.9 else []
+        rec["meta"] = self._pick(META, int(r.integers(0, 3)))
+        rec["general"] = list(dict.fromkeys(rec["general"]))
+        return rec
+
+    # --- messiness -----------------------------------------------------------
+    def messy(self, tag: str, prompt_style: bool) -> str:
+        r = self.rng.random()
+        if tag in ALIASES and r < 0.08:
+            tag = ALIASES[tag]
+        if prompt_style:
+            tag = tag.replace("_", " ").replace("(", "\\(").replace(")", "\\)") if self.rng.random() < 0.97 else tag
+        if r > 0.985:
+            tag = tag.upper() if r > 0.995 else tag.title()
+        elif 0.95 < r < 0.965 and prompt_style:
+            tag = f"({tag}:{self.rng.choice([0.8, 1.1, 1.2, 1.3])})"
+        elif 0.94 < r < 0.95:
+            tag = f"  {tag} "
+        if "é" in tag and self.rng.random() < 0.5:
+            tag = tag.encode("utf-8").decode("latin-1")  # mojibake, as a wrong codec leaves it
+        return tag
+
+
+def _ordered_row(maker: _RecordMaker, rec: dict[str, list[str]], rid: int) -> dict:
+    general = list(rec["general"])
+    r = maker.rng.random()
+    if r < 0.03 and general:
+        general.insert(int(maker.rng.integers(len(general))), general[0])  # duplicate
+    tags = rec["subject"] + rec["character"] + rec["copyright"] + rec["artist"] + general
+    tags = [maker.messy(t, prompt_style=True) for t in tags]
+    if r > 0.97:
+        tags.insert(int(maker.rng.integers(len(tags) + 1)), "")  # empty token: ", ,"
+    rating = str(maker.rng.choice(list(RATINGS)))
+    tail = [RATINGS[rating]] + maker._pick(QUALITY, int(maker.rng.integers(0, 4)))
+    return {"id": rid, "tags": ", ".join(tags + tail), "rating": rating}
+
+
+def _danbooru_row(maker: _RecordMaker, rec: dict[str, list[str]], rid: int) -> dict:
+    def s(tags: list[str]) -> str:
+        return " ".join(maker.messy(t, prompt_style=False).strip() for t in tags)
+
+    return {
+        "id": rid,
+        "tag_string_general": s(rec["subject"] + rec["general"]),
+        "tag_string_character": s(rec["character"]),
+        "tag_string_copyright": s(rec["copyright"]),
+        "tag_string_artist": s(rec["artist"]),
+        "tag_string_meta": s(rec["meta"]),
+        "rating": str(maker.rng.choice(list(RATINGS))),
+    }
+
+
+def _malformed_ordered(maker: _RecordMaker, rid: int) -> dict:
+    kind = int(maker.rng.integers(6))
+    return [
+        {"id": rid, "tags": None, "rating": "g"},
+        {"id": rid, "tags": "", "rating": "g"},
+        {"id": rid, "tags": " , ,, ", "rating": "s"},
+        {"id": None, "tags": "1girl, solo, long hair", "rating": "g"},
+        {"id": rid - 1, "tags": "1girl, duplicate id", "rating": "g"},
+        {"id": rid, "tags": ", ".join(["long hair"] * 4000), "rating": "g"},
+    ][kind]
+
+
+def _malformed_jsonl(maker: _RecordMaker, rid: int) -> str:
+    kind = int(maker.rng.integers(6))
+    return [
+        '{"id": %d, "tag_string_general": "1girl solo long_hair"' % rid,  # truncated
+        '[%d, "1girl solo"]' % rid,
+        json.dumps({"id": rid, "tag_string_general": 12345}),
+        json.dumps({"tag_string_general": "1girl solo"}),
+        "\x00\x01garbage\xff line",
+        json.dumps({"id": rid, "tag_string_general": "   "}),
+    ][kind]
+
+
+def _rows(n: int, seed: int, characters: list[Character], malformed_rate: float, layout: str) -> Iterator[dict | str]:
+    maker = _RecordMaker(seed, characters)
+    base = 1_000_000 * (1 if layout == "ordered" else 2)
+    for i in range(n):
+        rid = base + i
+        if maker.rng.random() < malformed_rate and i > 0:
+            yield _malformed_ordered(maker, rid) if layout == "ordered" else _malformed_jsonl(maker, rid)
+            continue
+        rec = maker.record()
+        yield _ordered_row(maker, rec, rid) if layout == "ordered" else _danbooru_row(maker, rec, rid)
+
+
+def generate(
+    out_dir: str | Path,
+    n: int = 24_000,
+    seed: int = 0,
+    characters: str | Path | None = None,
+    malformed_rate: float = 0.005,
+    rows_per_partition: int = 5_000,
+    danbooru_share: float = 0.2,
+) -> Path:
+    """Write ``n`` demo records under ``out_dir`` and a ``sources.yaml`` describing them."""
+    out = Path(out_dir)
+    cat = load_characters(characters)
+    n_dan = int(n * danbooru_share)
+    n_ord = n - n_dan
+    (out / "ordered").mkdir(parents=True, exist_ok=True)
+    (out / "danbooru").mkdir(parents=True, exist_ok=True)
+    rows = _rows(n_ord, seed, cat, malformed_rate, "ordered")
+    for shard, start in enumerate(range(0, n_ord, SHARD_ROWS)):
+        batch = [next(rows) for _ in range(min(SHARD_ROWS, n_ord - start))]
+        pl.DataFrame(batch, schema={"id": pl.Int64, "tags": pl.String, "rating": pl.String}).write_parquet(
+            out / "ordered" / f"part-{shard:05d}.parquet", row_group_size=10_000
+        )
+    with open(out / "danbooru" / "posts.jsonl", "w", encoding="utf-8") as f:
+        for row in _rows(n_dan, seed + 1, cat, malformed_rate, "danbooru"):
+            f.write((row if isinstance(row, str) else json.dumps(row, ensure_ascii=False)) + "\n")
+    config = {
+        "sources": [
+            {"name": "demo_ordered", "uri": "ordered/*.parquet", "layout": "ordered", "rows_per_partition": rows_per_partition},
+            {"name": "demo_danbooru", "uri": "danbooru/posts.jsonl", "layout": "danbooru", "rows_per_partition": rows_per_partition},
+        ]
+    }
+    (out / "sources.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (out / "MANIFEST.json").write_text(json.dumps({"records": n, "seed": seed, "malformed_rate": malformed_rate}))
+    return out / "sources.yaml"
+
+
+def embedded_vocabulary_rows(ontology: Ontology | None = None) -> list[tuple[str, int, int, str]]:
+    """The project's small vocabulary: every tag the ontology and the demo use, with aliases.
+
+    Rows are ``(tag, category code, post_count (0: unknown), aliases)`` in the
+    tagcomplete format; ``make vocab`` writes them to ``charassets/data/vocabulary.csv``.
+    """
+    ontology = ontology or Ontology.load()
+    cat = load_characters()
+    general = set(ontology.rules.get_column("tag").to_list()) | set(ontology.subjects.counts) | set(ontology.subjects.single) | set(ontology.subjects.none)
+    for group in (SCENE, EXPRESSIONS, OUTFITS, ACCESSORIES, BODY, RARE, SCENERY, STYLES, LENGTHS):
+        general |= set(group)
+    general |= {f"{c}_hair" for c in HAIR_COLORS} | {f"{c}_eyes" for c in EYE_COLORS}
+    for c in cat:
+        general |= set(c.look)
+    rows: dict[str, tuple[int, list[str]]] = {t: (0, []) for t in sorted(general)}
+    rows.update({c.tag: (4, []) for c in cat})
+    rows.update({s: (3, []) for s in sorted({c.series for c in cat} | set(EXTRA_SERIES))})
+    rows.update({a: (1, []) for a in artist_names()})
+    rows.update({m: (5, []) for m in META})
+    for canonical, alias in ALIASES.items():
+        rows[canonical][1].append(alias)
+    return [(t, code, 0, ",".join(aliases)) for t, (code, aliases) in sorted(rows.items())]
+
+
+def write_embedded_vocabulary(path: str | Path) -> None:
+    pl.DataFrame(embedded_vocabulary_rows(), schema=["tag", "category", "post_count", "aliases"], orient="row").write_csv(
+        path, include_header=False, quote_style="non_numeric"
+    )

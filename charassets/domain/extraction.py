@@ -1,0 +1,201 @@
+"""Attributes from clean tags: subject count, status, and one resolved value per field.
+
+Resolution rules (per record and field):
+- evidence is every tag of the record that the ontology maps to the field;
+- only the highest rank present counts (``1girl`` beats ``androgynous`` for Gender);
+- a ``single`` field with two different values at that rank is a conflict: ``unknown``,
+  flagged ``conflict:<key>``, with the conflicting tags as evidence;
+- a ``multi`` field keeps every value, in tag order;
+- confidence is the noisy-or of the confidences of the tags supporting the value,
+  discounted when lower-ranked evidence disagrees.
+Records showing several characters (or none) get status ``ambiguous`` / ``no_character``
+and no attributes.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from charassets.domain.ontology import Ontology
+
+STATUSES = ("ok", "ambiguous", "no_character", "rejected")
+UNKNOWN = "unknown"
+OVERRIDDEN_DISCOUNT = 0.85
+
+
+def _evidence_tokens(clean: pl.DataFrame) -> pl.DataFrame:
+    """One row per (record, evidence tag) in source order: general tags plus unknown ones."""
+    return (
+        clean.select("record_id", pl.concat_list("general", "unknown_tags").list.unique(maintain_order=True).alias("tag"))
+        .with_columns(pl.int_ranges(0, pl.col("tag").list.len(), dtype=pl.UInt32).alias("pos"))
+        .explode(["tag", "pos"])
+        .drop_nulls("tag")
+    )
+
+
+def subject_counts(clean: pl.DataFrame, tokens: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
+    """Per record: ``subject_count`` (null when nothing says), ``status`` and subject flags."""
+    rules = ontology.subjects
+    counted = (
+        tokens.join(rules.counts_frame(), on="tag", how="inner")
+        .group_by("record_id", "group")
+        .agg(pl.col("n").max())
+        .group_by("record_id")
+        .agg(pl.col("n").sum().alias("tag_count"))
+    )
+    markers = tokens.group_by("record_id").agg(
+        pl.col("tag").is_in(list(rules.single)).any().alias("solo"),
+        pl.col("tag").is_in(list(rules.none)).any().alias("no_humans"),
+    )
+    ignore = "|".join(f"(?:{p.pattern})" for p in rules.character_ignore) or "$^"
+    characters = clean.select(
+        "record_id",
+        pl.col("character").list.eval(pl.element().filter(~pl.element().str.contains(ignore))).list.len().alias("n_characters"),
+    )
+    df = (
+        clean.select("record_id")
+        .join(counted, on="record_id", how="left", maintain_order="left")
+        .join(markers, on="record_id", how="left", maintain_order="left")
+        .join(characters, on="record_id", how="left", maintain_order="left")
+        .with_columns(pl.col("solo", "no_humans").fill_null(False), pl.col("n_characters").fill_null(0).cast(pl.Int32))
+    )
+    tag_count = pl.col("tag_count")
+    count = (
+        pl.when(tag_count.is_not_null())
+        .then(pl.max_horizontal(tag_count, pl.col("n_characters")))
+        .when(pl.col("n_characters") >= 2)
+        .then(pl.col("n_characters"))
+        .when(pl.col("solo") | (pl.col("n_characters") == 1))
+        .then(pl.lit(1))
+        .when(pl.col("no_humans"))
+        .then(pl.lit(0))
+        .otherwise(None)
+        .cast(pl.Int32)
+    )
+    df = df.with_columns(count.alias("subject_count"))
+    flags = pl.concat_list(
+        pl.when(tag_count.is_not_null() & (pl.col("n_characters") > tag_count)).then(pl.lit("more_characters_than_subject_tags")),
+        pl.when(pl.col("solo") & (pl.col("subject_count") > 1)).then(pl.lit("solo_with_several_subjects")),
+        pl.when(pl.col("no_humans") & (pl.col("subject_count") > 0)).then(pl.lit("no_humans_with_subjects")),
+        pl.when(pl.col("subject_count").is_null()).then(pl.lit("subject_count_unknown")),
+    ).list.drop_nulls()
+    return df.select("record_id", "subject_count", flags.alias("subject_flags"))
+
+
+def resolve_fields(tokens: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
+    """Per (record, field): resolved value(s), confidence, evidence tags, conflict flag."""
+    rules = ontology.rules_for(tokens.get_column("tag"))
+    cardinality = pl.DataFrame({"field": [f.name for f in ontology.fields], "multi": [f.cardinality == "multi" for f in ontology.fields]})
+    matches = tokens.join(rules, on="tag", how="inner").join(cardinality, on="field").sort("record_id", "pos")
+    top = matches.with_columns(pl.col("rank").max().over("record_id", "field").alias("top_rank"))
+    per_value = (
+        top.filter(pl.col("multi") | (pl.col("rank") == pl.col("top_rank")))
+        .group_by("record_id", "field", "value", maintain_order=True)
+        .agg((1 - (1 - pl.col("confidence").cast(pl.Float64)).product()).alias("confidence"))
+    )
+    values = per_value.group_by("record_id", "field", maintain_order=True).agg(
+        pl.col("value").alias("values"), pl.col("confidence").alias("confidences")
+    )
+    overridden = (
+        top.filter(~pl.col("multi") & (pl.col("top_rank") < 2))  # a strong tag overrides by definition
+        .group_by("record_id", "field")
+        .agg((pl.col("value").filter(pl.col("rank") < pl.col("top_rank")).is_in(pl.col("value").filter(pl.col("rank") == pl.col("top_rank")).implode()).not_()).any().alias("overridden"))
+    )
+    evidence = matches.group_by("record_id", "field", maintain_order=True).agg(pl.col("tag").alias("evidence"), pl.col("multi").first())
+    out = (
+        evidence.join(values, on=["record_id", "field"], how="left")
+        .join(overridden, on=["record_id", "field"], how="left")
+        .with_columns(
+            (~pl.col("multi") & (pl.col("values").list.len() > 1)).alias("conflict"),
+            pl.col("overridden").fill_null(False),
+        )
+    )
+    confidence = (
+        pl.when(pl.col("conflict"))
+        .then(0.0)
+        .when(pl.col("multi"))
+        .then(pl.col("confidences").list.min())
+        .otherwise(pl.col("confidences").list.first() * pl.when(pl.col("overridden")).then(OVERRIDDEN_DISCOUNT).otherwise(1.0))
+    )
+    return out.select(
+        "record_id",
+        "field",
+        "multi",
+        pl.when(pl.col("conflict")).then(pl.lit([UNKNOWN])).otherwise(pl.col("values")).alias("values"),
+        confidence.round(4).cast(pl.Float32).alias("confidence"),
+        "evidence",
+        "conflict",
+    )
+
+
+def single_struct_dtype() -> pl.Struct:
+    return pl.Struct({"value": pl.String, "confidence": pl.Float32, "evidence": pl.List(pl.String), "source": pl.String})
+
+
+def multi_struct_dtype() -> pl.Struct:
+    return pl.Struct({"value": pl.List(pl.String), "confidence": pl.Float32, "evidence": pl.List(pl.String), "source": pl.String})
+
+
+def extract_attributes(clean: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
+    """Clean tags -> one row per record: status, subject count, flags, one struct per field.
+
+    A field struct is ``{value, confidence, evidence, source}``; ``value`` is a string for
+    ``single`` fields (``"unknown"`` when nothing says) and a list for ``multi`` fields
+    (empty when nothing says). Attributes are null unless the status is ``ok``.
+    """
+    tokens = _evidence_tokens(clean)
+    subjects = subject_counts(clean, tokens, ontology)
+    resolved = resolve_fields(tokens, ontology)
+    has_evidence = resolved.select("record_id").unique().with_columns(pl.lit(True).alias("has_evidence"))
+    conflicts = (
+        resolved.filter("conflict")
+        .join(pl.DataFrame({"field": [f.name for f in ontology.fields], "key": [f.key for f in ontology.fields]}), on="field")
+        .group_by("record_id")
+        .agg(("conflict:" + pl.col("key")).sort().alias("conflict_flags"))
+    )
+    df = (
+        clean.select("record_id", "character", "unknown_tags")
+        .join(subjects, on="record_id", how="left", maintain_order="left")
+        .join(has_evidence, on="record_id", how="left", maintain_order="left")
+        .join(conflicts, on="record_id", how="left", maintain_order="left")
+    )
+    n = pl.col("subject_count")
+    status = (
+        pl.when(n == 1)
+        .then(pl.lit("ok"))
+        .when(n >= 2)
+        .then(pl.lit("ambiguous"))
+        .when(n.is_null() & pl.col("has_evidence").fill_null(False))
+        .then(pl.lit("ambiguous"))  # describes someone, but not how many: never guess "one"
+        .otherwise(pl.lit("no_character"))
+    )
+    df = df.with_columns(status.alias("status"))
+    ok = pl.col("status") == "ok"
+    for spec in ontology.fields:
+        part = resolved.filter(pl.col("field") == spec.name)
+        if spec.cardinality == "multi":
+            value = pl.col("values").fill_null(pl.lit([], dtype=pl.List(pl.String)))
+        else:
+            value = pl.col("values").list.first().fill_null(UNKNOWN)
+        struct = pl.struct(
+            value.alias("value"),
+            pl.col("confidence").fill_null(0.0).alias("confidence"),
+            pl.col("evidence").fill_null(pl.lit([], dtype=pl.List(pl.String))).alias("evidence"),
+            pl.when(pl.col("values").is_not_null() & ~pl.col("conflict").fill_null(False)).then(pl.lit("tags")).alias("source"),
+        )
+        df = df.join(part.select("record_id", "values", "confidence", "evidence", "conflict"), on="record_id", how="left", maintain_order="left")
+        df = df.with_columns(pl.when(ok).then(struct).alias(spec.key)).drop("values", "confidence", "evidence", "conflict")
+    flags = pl.concat_list(
+        pl.col("subject_flags").fill_null(pl.lit([], dtype=pl.List(pl.String))),
+        pl.when(ok).then(pl.col("conflict_flags")).fill_null(pl.lit([], dtype=pl.List(pl.String))),
+        pl.when(pl.col("unknown_tags").list.len() > 0).then(pl.lit(["unknown_tags"])).otherwise(pl.lit([], dtype=pl.List(pl.String))),
+    )
+    return df.select(
+        "record_id",
+        "status",
+        "subject_count",
+        flags.alias("flags"),
+        pl.col("character").alias("characters"),
+        "unknown_tags",
+        *(f.key for f in ontology.fields),
+    )

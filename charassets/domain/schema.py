@@ -1,0 +1,116 @@
+"""The output schema: one pydantic model per record, built from the ontology.
+
+Keys are exactly the display names (``Hair Color``...); values are
+``{value, confidence, evidence, source}``. The model's JSON Schema is the manifest
+written next to the data for downstream training.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any, Literal, Optional
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model, model_validator
+
+from charassets.domain.extraction import STATUSES, UNKNOWN
+from charassets.domain.ontology import FieldSpec, Ontology
+
+SOURCES = ("tags", "profile", "head")
+
+
+def _value_model(spec: FieldSpec) -> type[BaseModel]:
+    allowed: Any = str if spec.values is None else Literal[tuple(spec.values)]  # type: ignore[valid-type]
+    if spec.cardinality == "single":
+        value_type: Any = Literal[(*spec.values, UNKNOWN)] if spec.values is not None else str  # type: ignore[misc]
+    else:
+        value_type = list[allowed]
+    return create_model(
+        spec.key.title().replace("_", "") + "Value",
+        __config__=ConfigDict(extra="forbid"),
+        value=(value_type, Field(description=f"{spec.name}: " + ("one value, or 'unknown'" if spec.cardinality == "single" else "every value found; empty when none"))),
+        confidence=(float, Field(ge=0.0, le=1.0)),
+        evidence=(list[str], Field(description="the tags (or model, or profile) the value rests on")),
+        source=(Optional[Literal[SOURCES]], Field(default=None, description="which kind of evidence decided the value")),  # noqa: UP045
+    )
+
+
+@lru_cache(maxsize=8)
+def _models(ontology_path: str) -> tuple[type[BaseModel], type[BaseModel]]:
+    ontology = Ontology.load(ontology_path)
+    fields: dict[str, Any] = {}
+    for spec in ontology.fields:
+        vm = _value_model(spec)
+        fields[spec.key] = (vm, Field(alias=spec.name)) if spec.required else (Optional[vm], Field(default=None, alias=spec.name))  # noqa: UP045
+    attributes = create_model("CharacterAttributes", __config__=ConfigDict(extra="forbid", populate_by_name=True), **fields)
+
+    class CharacterRecord(BaseModel):
+        """One record of the attribute table."""
+
+        model_config = ConfigDict(extra="forbid")
+        id: Optional[str] = Field(description="the record's id in its source (null if it had none)")  # noqa: UP045
+        record_id: Optional[str] = Field(description="stable id: <source>:<id>")  # noqa: UP045
+        source: str
+        partition: str
+        status: Literal[STATUSES]  # type: ignore[valid-type]
+        reason: Optional[str] = Field(default=None, description="why a record was rejected")  # noqa: UP045
+        subject_count: Optional[int] = Field(default=None, ge=0)  # noqa: UP045
+        flags: list[str] = Field(default_factory=list)
+        characters: list[str] = Field(default_factory=list, description="named characters (Danbooru character tags)")
+        attributes: Optional[attributes] = None  # type: ignore[valid-type]  # noqa: UP045
+
+        @model_validator(mode="after")
+        def _attributes_iff_ok(self) -> CharacterRecord:
+            if (self.status == "ok") != (self.attributes is not None):
+                raise ValueError(f"status {self.status!r} with attributes {'present' if self.attributes else 'absent'}")
+            if self.status == "rejected" and not self.reason:
+                raise ValueError("a rejected record needs a reason")
+            return self
+
+    return attributes, CharacterRecord
+
+
+def record_model(ontology: Ontology) -> type[BaseModel]:
+    return _models(ontology.source)[1]
+
+
+def json_schema(ontology: Ontology) -> dict[str, Any]:
+    schema = record_model(ontology).model_json_schema(by_alias=True)
+    schema["$comment"] = "charassets character attribute record; one JSON object per line in the exports"
+    return schema
+
+
+def to_json_frame(mart: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
+    """The mart in the output shape: display-name keys under ``attributes``."""
+    ok = pl.col("status") == "ok"
+    attrs = pl.struct(
+        [
+            pl.col(f.key).struct.with_fields(pl.field("confidence").cast(pl.Float64).round(4)).alias(f.name)
+            for f in ontology.fields
+        ]
+    )
+    return mart.select(
+        pl.col("source_id").alias("id"),
+        "record_id",
+        "source",
+        "partition",
+        "status",
+        "reason",
+        "subject_count",
+        "flags",
+        "characters",
+        pl.when(ok).then(attrs).alias("attributes"),
+    )
+
+
+def validate_rows(json_frame: pl.DataFrame, ontology: Ontology) -> int:
+    """Validate every row against the model (in pydantic's Rust core, from JSON). Raises on the first bad row."""
+    adapter = TypeAdapter(list[record_model(ontology)])  # type: ignore[misc]
+    payload = json_frame.write_ndjson().strip().replace("\n", ",")
+    adapter.validate_json("[" + payload + "]")
+    return json_frame.height
+
+
+def dumps(row: dict[str, Any]) -> str:
+    return json.dumps(row, ensure_ascii=False)

@@ -1,0 +1,461 @@
+"""Sources of tag records: declared in config, listed, cut into chunks, read safely.
+
+A source is a path or URI (local, ``hf://datasets/...``, ``s3://...``: anything fsspec
+opens) to Parquet, JSONL or CSV files, plus a column mapping. Registering a source cuts
+each file into chunks of at most ``rows_per_partition`` records; each chunk is one
+partition with a stable key ``<source>-<file digest>-<chunk>``. Registering again only
+adds chunks for new files (or rows appended to a line-based file).
+
+Reading a chunk never fails on bad rows: each row either becomes a record or a reject
+with a reason, so rows in = records + rejects.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+import fsspec
+import polars as pl
+import pyarrow.parquet as pq
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_TAG_CHARS = 32_768
+MAX_PARTITION_ROWS = 100_000
+EXCERPT_CHARS = 200
+TAG_FIELDS = ("tags", "general", "character", "copyright", "artist", "meta")
+
+RAW_SCHEMA = {
+    "record_id": pl.String,
+    "source_id": pl.String,
+    "source": pl.String,
+    "partition": pl.String,
+    "file": pl.String,
+    "row_index": pl.Int64,
+    **{f"{f}_raw": pl.String for f in TAG_FIELDS},
+    "rating": pl.String,
+    "image_ref": pl.String,
+}
+REJECT_SCHEMA = {
+    "record_id": pl.String,
+    "source_id": pl.String,
+    "source": pl.String,
+    "partition": pl.String,
+    "file": pl.String,
+    "row_index": pl.Int64,
+    "reason": pl.String,
+    "raw_excerpt": pl.String,
+}
+REGISTRY_SCHEMA = {
+    "partition": pl.String,
+    "source": pl.String,
+    "file": pl.String,
+    "format": pl.String,
+    "chunk": pl.Int32,
+    "row_start": pl.Int64,
+    "row_count": pl.Int64,
+    "byte_start": pl.Int64,
+    "byte_end": pl.Int64,
+    "file_bytes": pl.Int64,
+}
+
+
+class ColumnMapping(BaseModel):
+    """Which input column holds what. ``tags`` is one ordered string; the others are per category."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str | None = "id"
+    tags: str | None = None
+    general: str | None = None
+    character: str | None = None
+    copyright: str | None = None
+    artist: str | None = None
+    meta: str | None = None
+    rating: str | None = None
+    image: str | None = None
+
+    def tag_columns(self) -> dict[str, str]:
+        return {f: getattr(self, f) for f in TAG_FIELDS if getattr(self, f)}
+
+
+LAYOUTS: dict[str, tuple[ColumnMapping, str]] = {
+    # one ordered, comma-separated tag string per row (training-prompt style)
+    "ordered": (ColumnMapping(id="id", tags="tags", rating="rating", image="image"), ","),
+    # Danbooru's post export: one space-separated string per tag category
+    "danbooru": (
+        ColumnMapping(
+            id="id",
+            general="tag_string_general",
+            character="tag_string_character",
+            copyright="tag_string_copyright",
+            artist="tag_string_artist",
+            meta="tag_string_meta",
+            rating="rating",
+            image="file_url",
+        ),
+        " ",
+    ),
+}
+
+
+class SourceSpec(BaseModel):
+    """One source of records, as declared in the sources file."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    uri: str
+    format: Literal["parquet", "jsonl", "csv"] | None = None
+    layout: Literal["ordered", "danbooru"] = "ordered"
+    columns: ColumnMapping | None = None
+    separator: str | None = None
+    rows_per_partition: int = Field(default=50_000, ge=10, le=MAX_PARTITION_ROWS)
+
+    @model_validator(mode="after")
+    def _needs_tags(self) -> SourceSpec:
+        if not self.mapping.tag_columns():
+            raise ValueError(f"source {self.name!r}: the column mapping names no tag column")
+        return self
+
+    @property
+    def mapping(self) -> ColumnMapping:
+        return self.columns or LAYOUTS[self.layout][0]
+
+    @property
+    def tag_separator(self) -> str:
+        return self.separator if self.separator is not None else LAYOUTS[self.layout][1]
+
+    def format_of(self, file: str) -> str:
+        if self.format:
+            return self.format
+        suffix = PurePosixPath(file.split("?")[0]).suffix.lower()
+        return {".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv"}.get(suffix, "parquet")
+
+
+class SourcesConfig(BaseModel):
+    """The sources file: a list of sources (relative paths are relative to the file)."""
+
+    model_config = ConfigDict(extra="forbid")
+    sources: list[SourceSpec]
+
+    @model_validator(mode="after")
+    def _unique(self) -> SourcesConfig:
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate source names: {names}")
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> SourcesConfig:
+        path = Path(path)
+        data = yaml.safe_load(path.read_text()) or {}
+        for s in data.get("sources", []):
+            uri = str(s.get("uri", ""))
+            if "://" not in uri and not Path(uri).is_absolute():
+                s["uri"] = str((path.parent / uri).resolve())
+        return cls.model_validate(data)
+
+    def get(self, name: str) -> SourceSpec:
+        for s in self.sources:
+            if s.name == name:
+                return s
+        raise KeyError(f"no source named {name!r} (known: {[s.name for s in self.sources]})")
+
+
+# ---------------------------------------------------------------------------- files
+
+
+def _glob_base(path: str) -> str:
+    parts = PurePosixPath(path).parts
+    for i, part in enumerate(parts):
+        if any(c in part for c in "*?["):
+            return str(PurePosixPath(*parts[:i]))
+    return str(PurePosixPath(path).parent)
+
+
+def list_files(spec: SourceSpec) -> list[tuple[str, str]]:
+    """``(uri, relative name)`` of each data file of a source, sorted."""
+    fs, path = fsspec.core.url_to_fs(spec.uri)
+    if any(c in path for c in "*?["):
+        found, base = fs.glob(path), _glob_base(path)
+    elif fs.isdir(path):
+        found = [p for p in fs.find(path) if PurePosixPath(p).suffix.lower() in {".parquet", ".jsonl", ".ndjson", ".json", ".csv"}]
+        base = path
+    else:
+        found, base = [path], str(PurePosixPath(path).parent)
+    if not found:
+        raise FileNotFoundError(f"source {spec.name!r}: no files at {spec.uri}")
+    local = spec.uri.startswith("/") or "://" not in spec.uri
+    out = []
+    for p in sorted(found):
+        uri = p if local else fs.unstrip_protocol(p)
+        out.append((uri, str(PurePosixPath(p).relative_to(base)) if p.startswith(base) else PurePosixPath(p).name))
+    return out
+
+
+def file_digest(relative_name: str) -> str:
+    return hashlib.sha1(relative_name.encode()).hexdigest()[:8]
+
+
+def partition_key(source: str, relative_name: str, chunk: int) -> str:
+    return f"{source}-{file_digest(relative_name)}-{chunk:04d}"
+
+
+def _line_boundaries(f: Any, rows_per_chunk: int, csv_quotes: bool) -> tuple[list[tuple[int, int, int, int]], int]:
+    """Cut a line-based file into chunks of whole records: ``(byte_start, byte_end, row_start, rows)``.
+
+    Blank lines are not records. For CSV a record ends at a newline outside quotes, and
+    the header record is skipped.
+    """
+    chunks, offset, start, rows_in_chunk, row, quotes = [], 0, None, 0, 0, 0
+    header_pending = csv_quotes
+    for line in f:
+        line_start = offset
+        offset += len(line)
+        if csv_quotes:
+            quotes += line.count(b'"')
+            if quotes % 2:
+                if start is None and not header_pending:
+                    start = line_start
+                continue  # record continues on the next line
+            quotes = 0
+        if header_pending:
+            header_pending = False
+            continue
+        if not line.strip():
+            continue
+        if start is None:
+            start = line_start
+        rows_in_chunk += 1
+        if rows_in_chunk == rows_per_chunk:
+            chunks.append((start, offset, row, rows_in_chunk))
+            row += rows_in_chunk
+            start, rows_in_chunk = None, 0
+    if rows_in_chunk:
+        chunks.append((start or 0, offset, row, rows_in_chunk))
+    return chunks, offset
+
+
+def register(spec: SourceSpec) -> pl.DataFrame:
+    """Chunks of every file of a source, as registry rows (one per partition)."""
+    rows = []
+    fs, _ = fsspec.core.url_to_fs(spec.uri)
+    for uri, rel in list_files(spec):
+        fmt = spec.format_of(uri)
+        size = fs.size(fsspec.core.url_to_fs(uri)[1])
+        if fmt == "parquet":
+            with fsspec.open(uri, "rb") as f:
+                n = pq.ParquetFile(f).metadata.num_rows
+            step = spec.rows_per_partition
+            bounds = [(0, size, s, min(step, n - s)) for s in range(0, n, step)]
+        else:
+            with fsspec.open(uri, "rb") as f:
+                bounds, _ = _line_boundaries(f, spec.rows_per_partition, csv_quotes=fmt == "csv")
+        for i, (b0, b1, r0, n_rows) in enumerate(bounds):
+            rows.append((partition_key(spec.name, rel, i), spec.name, uri, fmt, i, r0, n_rows, b0, b1, size))
+    return pl.DataFrame(rows, schema=REGISTRY_SCHEMA, orient="row")
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One registry row: where a partition's records live."""
+
+    partition: str
+    source: str
+    file: str
+    format: str
+    row_start: int
+    row_count: int
+    byte_start: int
+    byte_end: int
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Chunk:
+        return cls(**{k: row[k] for k in cls.__dataclass_fields__})
+
+
+def _as_text(value: Any, separator: str) -> tuple[str | None, str | None]:
+    """A field value as text, or an error when its type makes no sense."""
+    if value is None or isinstance(value, str):
+        return value, None
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return separator.join(value), None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return None, f"is a {type(value).__name__}, expected text"
+    return None, f"is a {type(value).__name__}, expected text"
+
+
+def _rows_from_objects(objs: Iterator[tuple[int, Any, str]], spec: SourceSpec, chunk: Chunk) -> tuple[list[dict], list[dict]]:
+    m = spec.mapping
+    good, bad = [], []
+    for row_index, obj, excerpt in objs:
+        base = {"source": spec.name, "partition": chunk.partition, "file": chunk.file, "row_index": row_index}
+        if isinstance(obj, Exception):
+            bad.append({**base, "reason": str(obj), "raw_excerpt": excerpt[:EXCERPT_CHARS]})
+            continue
+        if not isinstance(obj, dict):
+            bad.append({**base, "reason": f"row is a JSON {type(obj).__name__}, expected an object", "raw_excerpt": excerpt[:EXCERPT_CHARS]})
+            continue
+        rec: dict[str, Any] = dict(base)
+        errors = []
+        if m.id:
+            sid = obj.get(m.id)
+            rec["source_id"] = None if sid is None or isinstance(sid, dict | list) else str(sid)
+        for f, col in m.tag_columns().items():
+            text, err = _as_text(obj.get(col), spec.tag_separator)
+            rec[f"{f}_raw"] = text
+            if err:
+                errors.append(f"field {col!r} {err}")
+        for key, col in (("rating", m.rating), ("image_ref", m.image)):
+            if col and obj.get(col) is not None:
+                rec[key] = str(obj.get(col))
+        if errors:
+            bad.append({**base, "source_id": rec.get("source_id"), "reason": "; ".join(errors), "raw_excerpt": excerpt[:EXCERPT_CHARS]})
+        else:
+            good.append(rec)
+    return good, bad
+
+
+def _read_line_chunk(chunk: Chunk) -> bytes:
+    with fsspec.open(chunk.file, "rb") as f:
+        f.seek(chunk.byte_start)
+        return f.read(chunk.byte_end - chunk.byte_start)
+
+
+def _jsonl_objects(chunk: Chunk) -> Iterator[tuple[int, Any, str]]:
+    row = chunk.row_start
+    for line in _read_line_chunk(chunk).split(b"\n"):
+        if not line.strip():
+            continue
+        excerpt = line[:EXCERPT_CHARS].decode("utf-8", "replace")
+        try:
+            obj: Any = json.loads(line)
+        except UnicodeDecodeError:
+            obj = ValueError("row is not valid UTF-8")
+        except json.JSONDecodeError as e:
+            obj = ValueError(f"invalid JSON: {e.msg} at column {e.colno}")
+        yield row, obj, excerpt
+        row += 1
+
+
+def _csv_objects(chunk: Chunk) -> Iterator[tuple[int, Any, str]]:
+    with fsspec.open(chunk.file, "rb") as f:
+        header_line = f.readline()
+    header = next(csv.reader([header_line.decode("utf-8-sig", "replace")]))
+    data = _read_line_chunk(chunk)
+    text = data.decode("utf-8", "surrogateescape")
+    row = chunk.row_start
+    for record in csv.reader(io.StringIO(text, newline="")):
+        if not record or all(not c.strip() for c in record):
+            continue
+        excerpt = ",".join(record)
+        obj: Any
+        if any("\udc80" <= ch <= "\udcff" for c in record for ch in c):
+            obj = ValueError("row is not valid UTF-8")
+        elif len(record) != len(header):
+            obj = ValueError(f"expected {len(header)} fields, got {len(record)}")
+        else:
+            obj = dict(zip(header, record, strict=True))
+        yield row, obj, excerpt.encode("utf-8", "replace").decode("utf-8", "replace")
+        row += 1
+
+
+def _parquet_frame(chunk: Chunk, spec: SourceSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
+    m = spec.mapping
+    wanted = {"source_id": m.id, **{f"{f}_raw": c for f, c in m.tag_columns().items()}, "rating": m.rating, "image_ref": m.image}
+    lf = pl.scan_parquet(chunk.file)
+    schema = lf.collect_schema()
+    missing = [c for k, c in wanted.items() if c and c not in schema and k not in ("rating", "image_ref")]
+    if missing:
+        raise ValueError(f"source {spec.name!r}: columns {missing} not in {chunk.file} (has {list(schema)})")
+    exprs, type_errors = [], []
+    for key, col in wanted.items():
+        if not col or col not in schema:
+            exprs.append(pl.lit(None, dtype=pl.String).alias(key))
+            continue
+        dtype = schema[col]
+        if dtype == pl.String:
+            exprs.append(pl.col(col).alias(key))
+        elif isinstance(dtype, pl.List) and dtype.inner == pl.String:
+            exprs.append(pl.col(col).list.join(spec.tag_separator).alias(key))
+        elif key in ("source_id", "rating") or dtype.is_numeric():
+            if key.endswith("_raw"):
+                type_errors.append(f"field {col!r} is {dtype}, expected text")
+                exprs.append(pl.lit(None, dtype=pl.String).alias(key))
+            else:
+                exprs.append(pl.col(col).cast(pl.String).alias(key))
+        else:
+            exprs.append(pl.col(col).cast(pl.String, strict=False).alias(key))
+    df = lf.slice(chunk.row_start, chunk.row_count).select(exprs).collect()
+    df = df.with_columns(
+        pl.lit(spec.name).alias("source"),
+        pl.lit(chunk.partition).alias("partition"),
+        pl.lit(chunk.file).alias("file"),
+        pl.int_range(chunk.row_start, chunk.row_start + df.height, dtype=pl.Int64).alias("row_index"),
+    )
+    if type_errors:  # a whole column of the wrong type: every row is quarantined with the reason
+        rejects = df.select(
+            pl.lit(None, dtype=pl.String).alias("record_id"), "source_id", "source", "partition", "file", "row_index",
+            pl.lit("; ".join(type_errors)).alias("reason"), pl.lit("").alias("raw_excerpt"),
+        )
+        return pl.DataFrame(schema=RAW_SCHEMA), rejects
+    return df, pl.DataFrame(schema=REJECT_SCHEMA)
+
+
+def read_chunk(chunk: Chunk, spec: SourceSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Records and rejects of one chunk; ``records.height + rejects.height == chunk.row_count``."""
+    if chunk.format == "parquet":
+        records, rejects = _parquet_frame(chunk, spec)
+    else:
+        objects = _jsonl_objects(chunk) if chunk.format == "jsonl" else _csv_objects(chunk)
+        good, bad = _rows_from_objects(objects, spec, chunk)
+        records = pl.DataFrame(good, schema=RAW_SCHEMA)
+        rejects = pl.DataFrame(bad, schema=REJECT_SCHEMA)
+    records, more = validate_records(records, spec, chunk)
+    return records, pl.concat([rejects, more]).select(list(REJECT_SCHEMA))
+
+
+def validate_records(df: pl.DataFrame, spec: SourceSpec, chunk: Chunk) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Give each row a stable ``record_id``; quarantine rows without id or tags, too long, or repeated."""
+    df = df.select([pl.col(c).cast(t) if c in df.columns else pl.lit(None, dtype=t).alias(c) for c, t in RAW_SCHEMA.items()])
+    tag_cols = [f"{f}_raw" for f in spec.mapping.tag_columns()]
+    sep = spec.tag_separator
+    blank = pl.all_horizontal(pl.col(c).fill_null("").str.replace_all(f"[\\s{'' if sep.strip() == '' else sep}]+", "").str.len_chars() == 0 for c in tag_cols)
+    too_long = pl.any_horizontal(pl.col(c).fill_null("").str.len_chars() > MAX_TAG_CHARS for c in tag_cols)
+    if spec.mapping.id:
+        sid = pl.col("source_id").str.strip_chars()
+        missing_id = sid.is_null() | (sid == "")
+        record_id = pl.lit(f"{spec.name}:") + sid
+    else:
+        missing_id = pl.lit(False)
+        digest = file_digest(chunk.file.rsplit("/", 1)[-1])
+        record_id = pl.lit(f"{spec.name}:{digest}:") + pl.col("row_index").cast(pl.String)
+    df = df.with_columns(record_id.alias("record_id"))
+    first_row = pl.col("row_index").min().over("record_id")
+    reason = (
+        pl.when(missing_id)
+        .then(pl.lit(f"missing id (column {spec.mapping.id!r})"))
+        .when(blank)
+        .then(pl.lit("no tags"))
+        .when(too_long)
+        .then(pl.lit(f"tag string longer than {MAX_TAG_CHARS} characters"))
+        .when(pl.col("row_index") != first_row)
+        .then(pl.lit("duplicate id (first seen at row ") + first_row.cast(pl.String) + pl.lit(")"))
+    )
+    df = df.with_columns(reason.alias("_reason"))
+    rejects = df.filter(pl.col("_reason").is_not_null()).select(
+        pl.when(missing_id).then(None).otherwise(pl.col("record_id")).alias("record_id"),
+        "source_id", "source", "partition", "file", "row_index",
+        pl.col("_reason").alias("reason"),
+        pl.concat_str([pl.col(c).fill_null("") for c in tag_cols], separator=" | ").str.slice(0, EXCERPT_CHARS).alias("raw_excerpt"),
+    )
+    return df.filter(pl.col("_reason").is_null()).drop("_reason"), rejects

@@ -1,0 +1,234 @@
+"""Tag cleaning: a chain of small steps from raw tag strings to canonical Danbooru tags.
+
+Every step takes and returns a long frame with one row per token
+(``record_id, pos, token, given_category``), so each step can be tested alone and the
+whole chain stays vectorised. Steps that need Python (mojibake repair, prompt-weight
+stripping) run once per *distinct* token of a chunk, never once per row: tag
+vocabularies are closed, so a 50k-record chunk has a few thousand distinct tokens.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import ftfy
+import polars as pl
+import yaml
+
+from charassets.domain.vocabulary import Vocabulary
+
+PROMPT_TAGS_FILE = Path(__file__).resolve().parent.parent / "ontology" / "prompt_tags.yaml"
+
+# Danbooru sources keep categories in separate columns; ordered strings keep them in one.
+CATEGORY_COLUMNS = ("character", "copyright", "artist", "general", "meta")
+LIST_COLUMNS = ("tags", *CATEGORY_COLUMNS, "unknown_tags", "prompt_tags")
+
+TOKENS_SCHEMA = {"record_id": pl.String, "pos": pl.UInt32, "token": pl.String, "given_category": pl.String}
+
+_WEIGHT = re.compile(r"^(?P<body>.*\S)\s*:\s*-?\d+(?:\.\d+)?$")
+_OPENERS, _CLOSERS = "([{", ")]}"
+
+
+@dataclass(frozen=True)
+class CleaningStats:
+    """How much each step changed, for asset metadata."""
+
+    tokens_in: int = 0
+    mojibake_repaired: int = 0
+    weights_stripped: int = 0
+    empty_dropped: int = 0
+    duplicates_dropped: int = 0
+    aliases_resolved: int = 0
+    unknown_tags: int = 0
+    prompt_tags: int = 0
+
+    def __add__(self, other: CleaningStats) -> CleaningStats:
+        return CleaningStats(*(a + b for a, b in zip(self.__dict__.values(), other.__dict__.values(), strict=True)))
+
+
+@lru_cache(maxsize=1)
+def prompt_tag_rules() -> tuple[dict[str, str], list[tuple[re.Pattern[str], str]]]:
+    """Quality/rating tokens of training prompts (exact names, and patterns)."""
+    data = yaml.safe_load(PROMPT_TAGS_FILE.read_text())
+    exact = {t: kind for kind in ("quality", "rating") for t in data[kind]}
+    patterns = [(re.compile(p), kind) for kind, p in data["patterns"].items()]
+    return exact, patterns
+
+
+# ---------------------------------------------------------------------------- steps
+
+
+def split_tokens(records: pl.DataFrame, columns: dict[str, str | None], separator: str) -> pl.DataFrame:
+    """Split each tag column into one row per token, remembering position and column category.
+
+    ``columns`` maps a category (or ``"tags"`` for one ordered string) to a column of
+    ``records``. Separators: the configured one, plus newlines; a space separator
+    (Danbooru's native ``tag_string``) splits on any whitespace.
+    """
+    parts = []
+    offset = 0
+    for category in ("tags", *CATEGORY_COLUMNS):
+        col = columns.get(category)
+        if col is None or col not in records.columns:
+            continue
+        text = pl.col(col).fill_null("")
+        if separator.strip() == "":
+            split = text.str.replace_all(r"\s+", " ").str.strip_chars().str.split(" ")
+        else:
+            split = text.str.replace_all(r"[\r\n]+", separator).str.split(separator)
+        part = (
+            records.select("record_id", split.alias("token"))
+            .with_columns(pl.int_ranges(0, pl.col("token").list.len(), dtype=pl.UInt32).alias("pos"))
+            .explode(["token", "pos"])
+            .filter(pl.col("token").is_not_null() & ((pl.col("token") != "") | pl.lit(separator.strip() != "")))
+            .with_columns(
+                (pl.col("pos") + offset).cast(pl.UInt32),
+                pl.lit(None if category == "tags" else category, dtype=pl.String).alias("given_category"),
+            )
+        )
+        parts.append(part.select(list(TOKENS_SCHEMA)))
+        offset += 100_000  # keeps column order: character, copyright, artist, general, meta
+    if not parts:
+        return pl.DataFrame(schema=TOKENS_SCHEMA)
+    return pl.concat(parts)
+
+
+def _map_distinct(tokens: pl.DataFrame, pattern: str, fn: Callable[[str], str]) -> tuple[pl.DataFrame, int]:
+    """Apply ``fn`` to each distinct token matching ``pattern``; return frame and rows changed."""
+    candidates = tokens.filter(pl.col("token").str.contains(pattern)).get_column("token").unique()
+    mapping = {t: new for t in candidates.to_list() if (new := fn(t)) != t}
+    if not mapping:
+        return tokens, 0
+    changed = tokens.get_column("token").is_in(list(mapping)).sum()
+    return tokens.with_columns(pl.col("token").replace(mapping)), int(changed)
+
+
+def repair_mojibake(tokens: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """Fix text decoded with the wrong codec (``pokÃ©mon`` -> ``pokémon``) with ftfy."""
+    return _map_distinct(tokens, r"[^\x00-\x7F]", ftfy.fix_text)
+
+
+def strip_weight(token: str) -> str:
+    """``(long hair:1.2)`` / ``((long hair))`` / ``[long hair]`` / ``long hair:0.8`` -> ``long hair``.
+
+    Escaped brackets (``saber \\(fate\\)``) are part of the tag and stay; emoticons such
+    as ``:3`` or ``:d`` are tags and stay too.
+    """
+    t = token.strip()
+    while len(t) >= 2 and t[0] in _OPENERS:
+        closer = _CLOSERS[_OPENERS.index(t[0])]
+        inner = t[1:]
+        if inner.endswith(closer) and not inner.endswith("\\" + closer):
+            inner = inner[:-1]
+        elif not _WEIGHT.match(inner) and closer not in inner:
+            pass  # a lone opener: stray punctuation, drop it
+        else:
+            break
+        t = inner.strip()
+    if (m := _WEIGHT.match(t)) and not t.endswith("\\)"):
+        t = m.group("body").strip()
+    while t and t[-1] in _CLOSERS and t.count(t[-1]) > t.count(_OPENERS[_CLOSERS.index(t[-1])]):
+        t = t[:-1].rstrip()  # unbalanced trailing bracket
+    return t
+
+
+def strip_prompt_weights(tokens: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """Remove prompt-emphasis syntax around tags (see :func:`strip_weight`)."""
+    return _map_distinct(tokens, r"^\s*[\(\[\{]|:\s*-?\d+(\.\d+)?\s*[\)\]\}]*\s*$|[\)\]\}]\s*$", strip_weight)
+
+
+def normalize_spelling(tokens: pl.DataFrame) -> pl.DataFrame:
+    """Unescape brackets, drop control characters, lower-case, and use Danbooru's underscores."""
+    return tokens.with_columns(
+        pl.col("token")
+        .str.replace_all(r"\\([()\[\]{}])", "$1")
+        .str.replace_all(r"[\x00-\x1f\x7f\u200b-\u200d\ufeff]", "")
+        .str.strip_chars()
+        .str.to_lowercase()
+        .str.replace_all(r"[\s_]+", "_")
+        .str.strip_chars("_")
+    )
+
+
+def drop_empty_and_duplicates(tokens: pl.DataFrame) -> tuple[pl.DataFrame, int, int]:
+    """Drop empty tokens and repeats of a tag within a record (first occurrence wins)."""
+    non_empty = tokens.filter(pl.col("token") != "")
+    deduped = non_empty.sort("record_id", "pos").unique(["record_id", "token"], keep="first", maintain_order=True)
+    return deduped, tokens.height - non_empty.height, non_empty.height - deduped.height
+
+
+def resolve_aliases(tokens: pl.DataFrame, vocabulary: Vocabulary) -> tuple[pl.DataFrame, int]:
+    """Rewrite alias spellings (``gray_hair``, ``blond_hair``) to canonical tag names."""
+    joined = tokens.join(vocabulary.aliases, left_on="token", right_on="alias", how="left")
+    changed = int(joined.get_column("tag").is_not_null().sum())
+    return joined.with_columns(pl.coalesce("tag", "token").alias("token")).drop("tag"), changed
+
+
+def classify(tokens: pl.DataFrame, vocabulary: Vocabulary) -> pl.DataFrame:
+    """Give every token a category: the source column's, the vocabulary's, prompt, or ``unknown``."""
+    exact, patterns = prompt_tag_rules()
+    distinct = tokens.get_column("token").unique().to_list()
+    prompt = {t: exact.get(t) or next((k for p, k in patterns if p.match(t)), None) for t in distinct}
+    vocab = vocabulary.tags.select("tag", pl.col("category").alias("vocab_category"))
+    is_prompt = pl.col("token").is_in([t for t, k in prompt.items() if k])
+    return (
+        tokens.join(vocab, left_on="token", right_on="tag", how="left")
+        .with_columns(
+            pl.when(is_prompt)
+            .then(pl.lit("prompt"))
+            .otherwise(pl.coalesce("given_category", "vocab_category", pl.lit("unknown")))
+            .alias("category"),
+            (pl.col("vocab_category").is_null() & ~is_prompt).alias("is_unknown"),
+        )
+        .drop("vocab_category")
+    )
+
+
+# ---------------------------------------------------------------------------- chain
+
+
+def clean_tags(records: pl.DataFrame, columns: dict[str, str | None], separator: str, vocabulary: Vocabulary) -> tuple[pl.DataFrame, CleaningStats]:
+    """Run every cleaning step and regroup into one row per record.
+
+    Output columns: ``record_id``; ``tags`` (every canonical tag, in source order, prompt
+    tokens excluded); one list per category; ``unknown_tags`` (not in the vocabulary,
+    kept and flagged); ``prompt_tags`` (quality/rating tokens, kept out of evidence).
+    Every input record yields exactly one output row, even when no tag survives.
+    """
+    tokens = split_tokens(records, columns, separator)
+    tokens_in = tokens.height
+    tokens, repaired = repair_mojibake(tokens)
+    tokens, weighted = strip_prompt_weights(tokens)
+    tokens = normalize_spelling(tokens)
+    tokens, aliased = resolve_aliases(tokens, vocabulary)
+    tokens, empty, dups = drop_empty_and_duplicates(tokens)
+    tokens = classify(tokens, vocabulary)
+
+    def collect(cat: str | None) -> pl.Expr:
+        cond = pl.col("category") != "prompt" if cat is None else pl.col("category") == cat
+        return pl.col("token").filter(cond)
+
+    grouped = tokens.sort("record_id", "pos").group_by("record_id", maintain_order=True).agg(
+        collect(None).alias("tags"),
+        *(collect(c).alias(c) for c in CATEGORY_COLUMNS),
+        pl.col("token").filter("is_unknown").alias("unknown_tags"),
+        collect("prompt").alias("prompt_tags"),
+    )
+    out = records.select("record_id").join(grouped, on="record_id", how="left", maintain_order="left").with_columns(
+        pl.col(c).fill_null(pl.lit([], dtype=pl.List(pl.String))) for c in LIST_COLUMNS
+    )
+    stats = CleaningStats(
+        tokens_in=tokens_in,
+        mojibake_repaired=repaired,
+        weights_stripped=weighted,
+        empty_dropped=empty,
+        duplicates_dropped=dups,
+        aliases_resolved=aliased,
+        unknown_tags=int(tokens.get_column("is_unknown").sum()),
+        prompt_tags=int((tokens.get_column("category") == "prompt").sum()),
+    )
+    return out, stats
