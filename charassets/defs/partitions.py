@@ -35,5 +35,5 @@ def for_each_partition(context: dg.AssetExecutionContext, work: Callable[[str], 
         stats = {"partition": key, **stats, "seconds": round(time.perf_counter() - t0, 3)}
         results.append(stats)
         if len(keys) > 1:
-            context.log.info(f"{context.asset_key.to_user_string()}: {i}/{len(keys)} partitions ({key}: {stats}) {time.perf_counter() - started:.1f}s")
+            context.log.info(f"{context.op_def.name}: {i}/{len(keys)} partitions ({key}: {stats}) {time.perf_counter() - started:.1f}s")
     return results

@@ -61,6 +61,8 @@ ALIASES = {
     "very_long_hair": "verylong_hair",
 }
 EXTRA_SERIES = ["pokemon", "original"]
+# real-looking tags deliberately left out of the embedded vocabulary: they must come out flagged as unknown
+UNLISTED = ["holding_umbrella", "sparkle_background", "motion_lines", "see-through_sleeves", "hand_on_own_chin"]
 SYLLABLES = "ka ki ku ko sa shi su ta to na ni no ha hi mi mo ra ri ru yu ya re ao me".split()
 
 
@@ -156,6 +158,8 @@ class _RecordMaker:
             rec["general"] += self._pick(EXPRESSIONS, int(r.integers(0, 3)))
             rec["general"] += self._pick(OUTFITS, int(r.integers(0, 3)))
             rec["general"] += self._pick(ACCESSORIES, int(r.integers(0, 2)))
+            if r.random() < 0.05:
+                rec["general"] += self._pick(UNLISTED, 1)
         rec["artist"] = [self.artists[int(r.integers(len(self.artists)))]] if r.random() < 0.9 else []
         rec["meta"] = self._pick(META, int(r.integers(0, 3)))
         rec["general"] = list(dict.fromkeys(rec["general"]))

@@ -69,3 +69,19 @@ def value_counts(mart: pl.DataFrame, ontology: Ontology, top: int = 8) -> dict[s
         vc = ok.select(value.explode() if f.cardinality == "multi" else value).drop_nulls().to_series().value_counts(sort=True).head(top)
         out[f.name] = dict(zip(vc[:, 0].to_list(), vc[:, 1].to_list(), strict=True))
     return out
+
+
+def extract_one(tag_string: str, ontology: Ontology | None = None, vocabulary: Vocabulary | None = None) -> dict:
+    """One tag string through every stage, as the JSON object the table holds for it."""
+    from charassets.domain.schema import to_json_frame
+    from charassets.domain.sources import RAW_SCHEMA, Chunk, validate_records
+
+    ontology = ontology or Ontology.load()
+    vocabulary = vocabulary or Vocabulary.embedded()
+    spec = SourceSpec(name="cli", uri="-", layout="ordered")
+    chunk = Chunk(partition="cli", source="cli", file="-", format="jsonl", row_start=0, row_count=1, byte_start=0, byte_end=0)
+    raw = pl.DataFrame([{"source_id": "1", "source": "cli", "partition": "cli", "file": "-", "row_index": 0, "tags_raw": tag_string}], schema=RAW_SCHEMA)
+    records, rejects = validate_records(raw, spec, chunk)
+    clean, _ = clean_stage(records, spec, vocabulary)
+    mart = mart_stage(label_stage(clean, ontology), rejects, ontology)
+    return to_json_frame(mart, ontology).drop("partition", "source").row(0, named=True)

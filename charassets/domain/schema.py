@@ -5,14 +5,12 @@ Keys are exactly the display names (``Hair Color``...); values are
 written next to the data for downstream training.
 """
 
-from __future__ import annotations
-
 import json
 from functools import lru_cache
 from typing import Any, Literal, Optional
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, model_validator
 
 from charassets.domain.extraction import STATUSES, UNKNOWN
 from charassets.domain.ontology import FieldSpec, Ontology
@@ -43,7 +41,7 @@ def _models(ontology_path: str) -> tuple[type[BaseModel], type[BaseModel]]:
     for spec in ontology.fields:
         vm = _value_model(spec)
         fields[spec.key] = (vm, Field(alias=spec.name)) if spec.required else (Optional[vm], Field(default=None, alias=spec.name))  # noqa: UP045
-    attributes = create_model("CharacterAttributes", __config__=ConfigDict(extra="forbid", populate_by_name=True), **fields)
+    attributes_model = create_model("CharacterAttributes", __config__=ConfigDict(extra="forbid", populate_by_name=True), **fields)
 
     class CharacterRecord(BaseModel):
         """One record of the attribute table."""
@@ -58,17 +56,17 @@ def _models(ontology_path: str) -> tuple[type[BaseModel], type[BaseModel]]:
         subject_count: Optional[int] = Field(default=None, ge=0)  # noqa: UP045
         flags: list[str] = Field(default_factory=list)
         characters: list[str] = Field(default_factory=list, description="named characters (Danbooru character tags)")
-        attributes: Optional[attributes] = None  # type: ignore[valid-type]  # noqa: UP045
+        attributes: Optional[attributes_model] = None  # type: ignore[valid-type]  # noqa: UP045
 
         @model_validator(mode="after")
-        def _attributes_iff_ok(self) -> CharacterRecord:
+        def _attributes_iff_ok(self) -> "CharacterRecord":
             if (self.status == "ok") != (self.attributes is not None):
                 raise ValueError(f"status {self.status!r} with attributes {'present' if self.attributes else 'absent'}")
             if self.status == "rejected" and not self.reason:
                 raise ValueError("a rejected record needs a reason")
             return self
 
-    return attributes, CharacterRecord
+    return attributes_model, CharacterRecord
 
 
 def record_model(ontology: Ontology) -> type[BaseModel]:
@@ -108,8 +106,16 @@ def validate_rows(json_frame: pl.DataFrame, ontology: Ontology) -> int:
     """Validate every row against the model (in pydantic's Rust core, from JSON). Raises on the first bad row."""
     adapter = TypeAdapter(list[record_model(ontology)])  # type: ignore[misc]
     payload = json_frame.write_ndjson().strip().replace("\n", ",")
-    adapter.validate_json("[" + payload + "]")
+    try:
+        adapter.validate_json("[" + payload + "]")
+    except ValidationError as e:
+        first = "; ".join(f"row {err['loc'][0]} {'.'.join(map(str, err['loc'][1:]))}: {err['msg']}" for err in e.errors()[:3])
+        raise SchemaViolation(f"{e.error_count()} schema violations, first: {first}") from None
     return json_frame.height
+
+
+class SchemaViolation(ValueError):
+    """Rows that do not match the output model."""
 
 
 def dumps(row: dict[str, Any]) -> str:

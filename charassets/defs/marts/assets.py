@@ -10,7 +10,7 @@ from charassets.defs.metadata import per_partition, preview
 from charassets.defs.partitions import backfill_policy, for_each_partition, record_chunks
 from charassets.defs.resources import CatalogResource, LakeResource
 from charassets.domain.pipeline import mart_stage, unknown_rates, value_counts
-from charassets.domain.schema import json_schema, to_json_frame, validate_rows
+from charassets.domain.schema import SchemaViolation, json_schema, to_json_frame, validate_rows
 
 SCHEMA_FILE = "marts/character_attributes.schema.json"
 ROWS_VALID = "rows_match_schema"
@@ -35,15 +35,13 @@ def character_attributes(context: dg.AssetExecutionContext, lake: LakeResource, 
     ontology = catalog.ontology()
     schema_uri = lake.write_text(SCHEMA_FILE, json.dumps(json_schema(ontology), indent=2))
     frames: list[pl.DataFrame] = []
-    invalid: list[str] = []
 
     def work(key: str) -> dict:
         mart = mart_stage(table.read("labels", "tag_attributes", [key]), table.read("raw", "rejects", [key]), ontology)
         try:
             validate_rows(to_json_frame(mart, ontology), ontology)
-        except ValueError as e:  # pydantic's ValidationError is a ValueError
-            invalid.append(f"{key}: {str(e)[:300]}")
-            raise
+        except SchemaViolation as e:  # never write rows that break the contract
+            raise dg.Failure(f"partition {key}: {e}") from None
         table.write_partitions("marts", "character_attributes", mart, [key])
         frames[:] = [mart]
         rates.append(unknown_rates(mart, ontology))
@@ -69,7 +67,8 @@ def character_attributes(context: dg.AssetExecutionContext, lake: LakeResource, 
             "preview": preview(to_json_frame(mart.filter(pl.col("status") == "ok"), ontology).select("id", "status", "attributes"), max_chars=300),
         },
         check_results=[
-            dg.AssetCheckResult(check_name=ROWS_VALID, passed=not invalid, metadata={"rows_validated": sum(s["rows"] for s in stats)}),
+            # reaching here means every row of every partition validated (a violation fails the step before writing)
+            dg.AssetCheckResult(check_name=ROWS_VALID, passed=True, metadata={"rows_validated": sum(s["rows"] for s in stats)}),
             dg.AssetCheckResult(
                 check_name=PLAUSIBLE,
                 passed=not too_unknown,
