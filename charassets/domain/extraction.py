@@ -3,8 +3,10 @@
 Resolution rules (per record and field):
 - evidence is every tag of the record that the ontology maps to the field;
 - only the highest rank present counts (``1girl`` beats ``androgynous`` for Gender);
-- a ``single`` field with two different values at that rank is a conflict: ``unknown``,
-  flagged ``conflict:<key>``, with the conflicting tags as evidence;
+- a ``single`` field with two different values at that rank follows the field's
+  ``several`` policy: a conflict (``unknown``, flagged ``conflict:<key>``), the
+  first-listed value (flagged ``several:<key>``), or the first-listed value only when
+  the values are neighbours on an ordinal scale;
 - a ``multi`` field keeps every value, in tag order;
 - confidence is the noisy-or of the confidences of the tags supporting the value,
   discounted when lower-ranked evidence disagrees.
@@ -21,6 +23,7 @@ from charassets.domain.ontology import Ontology
 STATUSES = ("ok", "ambiguous", "no_character", "rejected")
 UNKNOWN = "unknown"
 OVERRIDDEN_DISCOUNT = 0.85
+SEVERAL_DISCOUNT = 0.7
 
 
 def _evidence_tokens(clean: pl.DataFrame) -> pl.DataFrame:
@@ -85,7 +88,14 @@ def subject_counts(clean: pl.DataFrame, tokens: pl.DataFrame, ontology: Ontology
 def resolve_fields(tokens: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
     """Per (record, field): resolved value(s), confidence, evidence tags, conflict flag."""
     rules = ontology.rules_for(tokens.get_column("tag"))
-    cardinality = pl.DataFrame({"field": [f.name for f in ontology.fields], "multi": [f.cardinality == "multi" for f in ontology.fields]})
+    cardinality = pl.DataFrame(
+        {"field": [f.name for f in ontology.fields], "multi": [f.cardinality == "multi" for f in ontology.fields], "several": [f.several for f in ontology.fields]}
+    )
+    ordinal = pl.DataFrame(
+        [(f.name, v, i) for f in ontology.fields if f.several == "ordinal" and f.values for i, v in enumerate(f.values)],
+        schema={"field": pl.String, "value": pl.String, "ordinal": pl.Int32},
+        orient="row",
+    )
     matches = tokens.join(rules, on="tag", how="inner").join(cardinality, on="field").sort("record_id", "pos")
     top = matches.with_columns(pl.col("rank").max().over("record_id", "field").alias("top_rank"))
     per_value = (
@@ -93,38 +103,46 @@ def resolve_fields(tokens: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
         .group_by("record_id", "field", "value", maintain_order=True)
         .agg((1 - (1 - pl.col("confidence").cast(pl.Float64)).product()).alias("confidence"))
     )
-    values = per_value.group_by("record_id", "field", maintain_order=True).agg(
-        pl.col("value").alias("values"), pl.col("confidence").alias("confidences")
+    values = (
+        per_value.join(ordinal, on=["field", "value"], how="left", maintain_order="left")
+        .group_by("record_id", "field", maintain_order=True)
+        .agg(pl.col("value").alias("values"), pl.col("confidence").alias("confidences"), (pl.col("ordinal").max() - pl.col("ordinal").min()).alias("span"))
     )
     overridden = (
         top.filter(~pl.col("multi") & (pl.col("top_rank") < 2))  # a strong tag overrides by definition
         .group_by("record_id", "field")
         .agg((pl.col("value").filter(pl.col("rank") < pl.col("top_rank")).is_in(pl.col("value").filter(pl.col("rank") == pl.col("top_rank")).implode()).not_()).any().alias("overridden"))
     )
-    evidence = matches.group_by("record_id", "field", maintain_order=True).agg(pl.col("tag").alias("evidence"), pl.col("multi").first())
-    out = (
-        evidence.join(values, on=["record_id", "field"], how="left")
-        .join(overridden, on=["record_id", "field"], how="left")
-        .with_columns(
-            (~pl.col("multi") & (pl.col("values").list.len() > 1)).alias("conflict"),
-            pl.col("overridden").fill_null(False),
-        )
+    evidence = matches.group_by("record_id", "field", maintain_order=True).agg(pl.col("tag").alias("evidence"), pl.col("multi").first(), pl.col("several").first())
+    out = evidence.join(values, on=["record_id", "field"], how="left").join(overridden, on=["record_id", "field"], how="left")
+    several = ~pl.col("multi") & (pl.col("values").list.len() > 1)
+    resolvable = (pl.col("several") == "first") | ((pl.col("several") == "ordinal") & (pl.col("span") <= 1))
+    out = out.with_columns(
+        (several & ~resolvable).alias("conflict"),
+        (several & resolvable).alias("first_of_several"),
+        pl.col("overridden").fill_null(False),
     )
     confidence = (
         pl.when(pl.col("conflict"))
         .then(0.0)
         .when(pl.col("multi"))
         .then(pl.col("confidences").list.min())
-        .otherwise(pl.col("confidences").list.first() * pl.when(pl.col("overridden")).then(OVERRIDDEN_DISCOUNT).otherwise(1.0))
+        .otherwise(
+            pl.col("confidences").list.first()
+            * pl.when(pl.col("overridden")).then(OVERRIDDEN_DISCOUNT).otherwise(1.0)
+            * pl.when(pl.col("first_of_several")).then(SEVERAL_DISCOUNT).otherwise(1.0)
+        )
     )
+    resolved = pl.when(pl.col("conflict")).then(pl.lit([UNKNOWN])).when(pl.col("first_of_several")).then(pl.col("values").list.head(1)).otherwise(pl.col("values"))
     return out.select(
         "record_id",
         "field",
         "multi",
-        pl.when(pl.col("conflict")).then(pl.lit([UNKNOWN])).otherwise(pl.col("values")).alias("values"),
+        resolved.alias("values"),
         confidence.round(4).cast(pl.Float32).alias("confidence"),
         "evidence",
         "conflict",
+        "first_of_several",
     )
 
 
@@ -148,10 +166,10 @@ def extract_attributes(clean: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
     resolved = resolve_fields(tokens, ontology)
     has_evidence = resolved.select("record_id").unique().with_columns(pl.lit(True).alias("has_evidence"))
     conflicts = (
-        resolved.filter("conflict")
+        resolved.filter(pl.col("conflict") | pl.col("first_of_several"))
         .join(pl.DataFrame({"field": [f.name for f in ontology.fields], "key": [f.key for f in ontology.fields]}), on="field")
         .group_by("record_id")
-        .agg(("conflict:" + pl.col("key")).sort().alias("conflict_flags"))
+        .agg((pl.when(pl.col("conflict")).then(pl.lit("conflict:")).otherwise(pl.lit("several:")) + pl.col("key")).sort().alias("conflict_flags"))
     )
     df = (
         clean.select("record_id", "character", "unknown_tags")

@@ -30,6 +30,7 @@ class FieldSpec:
     cardinality: Literal["single", "multi"]
     values: tuple[str, ...] | None  # None: open-ended (values are tag names)
     max_unknown_rate: float | None = None
+    several: Literal["conflict", "first", "ordinal"] = "conflict"
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class Ontology:
                     cardinality=spec.get("cardinality", "single"),
                     values=None if open_ended else tuple(values),
                     max_unknown_rate=spec.get("max_unknown_rate"),
+                    several=spec.get("several", "conflict"),
                 )
             )
         keys = [f.key for f in fields]
