@@ -15,7 +15,11 @@ import click
 def _dagster_home() -> None:
     """Use the project's dagster.yaml when run from the project root, else a private home."""
     if "DAGSTER_HOME" not in os.environ:
-        home = Path.cwd() if Path("dagster.yaml").exists() else Path(os.environ.get("CHARASSETS_HOME", ".charassets")).resolve() / "dagster_home"
+        home = (
+            Path.cwd()
+            if Path("dagster.yaml").exists()
+            else Path(os.environ.get("CHARASSETS_HOME", ".charassets")).resolve() / "dagster_home"
+        )
         home.mkdir(parents=True, exist_ok=True)
         os.environ["DAGSTER_HOME"] = str(home)
 
@@ -46,9 +50,9 @@ def _run(partitions: list[str] | None, per_run: int | None = None) -> None:
     _dagster_home()
     import dagster as dg
 
+    from charassets.definitions import build_definitions
     from charassets.defs.partitions import PARTITIONS_PER_RUN
     from charassets.defs.runner import run_partitions
-    from charassets.definitions import build_definitions
 
     defs = build_definitions()
     t0 = time.perf_counter()
@@ -79,12 +83,12 @@ def extract(tag_string: str | None, input_path: str | None, output_path: str | N
         click.echo(json.dumps(extract_one(tag_string), indent=2, ensure_ascii=False))
         return
     rows = extract_file(Path(input_path))  # type: ignore[arg-type]
-    out = open(output_path, "w", encoding="utf-8") if output_path else sys.stdout
-    with out if output_path else open(os.devnull, "w") as _:
-        for line in rows:
-            out.write(line + "\n")
+    text = "".join(line + "\n" for line in rows)
     if output_path:
-        click.echo(f"wrote {output_path}", err=True)
+        Path(output_path).write_text(text, encoding="utf-8")
+        click.echo(f"wrote {len(rows)} rows to {output_path}", err=True)
+    else:
+        sys.stdout.write(text)
 
 
 def extract_file(path: Path) -> list[str]:
@@ -92,20 +96,23 @@ def extract_file(path: Path) -> list[str]:
     import dagster as dg
     import yaml
 
-    from charassets.defs.runner import run_partitions
     from charassets.definitions import build_definitions
-    from charassets.domain.ontology import Ontology
+    from charassets.defs.runner import run_partitions
     from charassets.domain.schema import to_json_frame
 
     with tempfile.TemporaryDirectory(prefix="charassets-extract-") as tmp:
         sources = Path(tmp) / "sources.yaml"
-        sources.write_text(yaml.safe_dump({"sources": [{"name": "input", "uri": str(path.resolve()), "layout": "ordered", "columns": {"id": "id", "tags": "tags"}}]}))
+        sources.write_text(
+            yaml.safe_dump(
+                {"sources": [{"name": "input", "uri": str(path.resolve()), "layout": "ordered", "columns": {"id": "id", "tags": "tags"}}]}
+            )
+        )
         env = {**os.environ, "CHARASSETS_SOURCES": str(sources), "CHARASSETS_LAKE": str(Path(tmp) / "lake")}
         defs = build_definitions(env)
         with dg.DagsterInstance.ephemeral() as instance:
             run_partitions(defs, instance)
         lake = defs.resources["lake"].lake()  # type: ignore[union-attr]
-        ontology = Ontology.load(env.get("CHARASSETS_ONTOLOGY") or Ontology.load().source)
+        ontology = defs.resources["catalog"].ontology()  # type: ignore[union-attr]
         mart = lake.read("marts", "character_attributes").sort("partition", "row_index")
         return to_json_frame(mart, ontology).drop("partition").write_ndjson().splitlines()
 
@@ -121,7 +128,9 @@ def generate(records: int, out_dir: str, seed: int, characters: str | None, rows
     """Write N deterministic demo records and their sources.yaml."""
     from charassets.domain.demo import generate as gen
 
-    click.echo(gen(out_dir, n=records, seed=seed, characters=characters, rows_per_partition=rows_per_partition, malformed_rate=malformed_rate))
+    click.echo(
+        gen(out_dir, n=records, seed=seed, characters=characters, rows_per_partition=rows_per_partition, malformed_rate=malformed_rate)
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -44,17 +45,35 @@ def test_subject_detection(tags, status, count, embedded_vocabulary, ontology):
 
 def test_precedence_and_conflicts(embedded_vocabulary, ontology):
     rows = extract(
-        ["1girl, long hair, very long hair", "1girl, short hair, long hair", "1girl, androgynous", "1girl, blonde hair, red hair, multicolored hair",
-         "1girl, blonde hair, black hair", "1girl, child, school uniform", "1girl, medium hair, short hair"],
-        embedded_vocabulary, ontology,
+        [
+            "1girl, long hair, very long hair",
+            "1girl, short hair, long hair",
+            "1girl, androgynous",
+            "1girl, blonde hair, red hair, multicolored hair",
+            "1girl, blonde hair, black hair",
+            "1girl, child, school uniform",
+            "1girl, medium hair, short hair",
+        ],
+        embedded_vocabulary,
+        ontology,
     )
     assert rows[0]["hair_length"]["value"] == "long" and rows[0]["hair_length"]["evidence"] == ["long_hair", "very_long_hair"]
     assert rows[1]["hair_length"]["value"] == "unknown" and "conflict:hair_length" in rows[1]["flags"]
     assert rows[1]["hair_length"]["evidence"] == ["short_hair", "long_hair"] and rows[1]["hair_length"]["confidence"] == 0
-    assert rows[2]["gender"]["value"] == "female" and rows[2]["gender"]["confidence"] == pytest.approx(0.98)  # a strong tag overrides outright
-    assert rows[3]["hair_color"]["value"] == "multicolored" and rows[3]["hair_color"]["evidence"] == ["blonde_hair", "red_hair", "multicolored_hair"]
+    assert rows[2]["gender"]["value"] == "female" and rows[2]["gender"]["confidence"] == pytest.approx(
+        0.98
+    )  # a strong tag overrides outright
+    assert rows[3]["hair_color"]["value"] == "multicolored" and rows[3]["hair_color"]["evidence"] == [
+        "blonde_hair",
+        "red_hair",
+        "multicolored_hair",
+    ]
     # several colours without a multicolour tag: the first-listed one, flagged, at lower confidence
-    assert rows[4]["hair_color"]["value"] == "blonde" and "several:hair_color" in rows[4]["flags"] and rows[4]["hair_color"]["confidence"] < 0.7
+    assert (
+        rows[4]["hair_color"]["value"] == "blonde"
+        and "several:hair_color" in rows[4]["flags"]
+        and rows[4]["hair_color"]["confidence"] < 0.7
+    )
     # direct evidence beats weak evidence for another value, at a discount, without a conflict
     assert rows[5]["age"]["value"] == "child" and rows[5]["age"]["confidence"] < 0.9 and not rows[5]["flags"]
     # neighbouring lengths are not a contradiction; short + long (above) is
@@ -62,14 +81,20 @@ def test_precedence_and_conflicts(embedded_vocabulary, ontology):
 
 
 def test_ethnicity_only_from_visible_skin(embedded_vocabulary, ontology):
-    rows = extract(["1girl, dark skin, white hair", "1boy, cyno (genshin impact), genshin impact", "1girl, chinese clothes, china dress"], embedded_vocabulary, ontology)
+    rows = extract(
+        ["1girl, dark skin, white hair", "1boy, cyno (genshin impact), genshin impact", "1girl, chinese clothes, china dress"],
+        embedded_vocabulary,
+        ontology,
+    )
     assert rows[0]["ethnicity"]["value"] == "dark skin"
     assert rows[1]["ethnicity"]["value"] == "unknown"  # a name or a series is not evidence
     assert rows[2]["ethnicity"]["value"] == "unknown"  # nor is clothing of a culture
 
 
 def test_open_fields_and_patterns(embedded_vocabulary, ontology):
-    (row,) = extract(["1girl, arm tattoo, scar on face, white dress, china dress, red gloves, witch hat, smile, blush"], embedded_vocabulary, ontology)
+    (row,) = extract(
+        ["1girl, arm tattoo, scar on face, white dress, china dress, red gloves, witch hat, smile, blush"], embedded_vocabulary, ontology
+    )
     assert row["tattoos"]["value"] == ["arm tattoo"]
     assert row["scars"]["value"] == ["scar on face"]
     assert row["dress"]["value"] == ["dress", "china dress"]  # the exact rule wins over the *_dress pattern
@@ -79,7 +104,10 @@ def test_open_fields_and_patterns(embedded_vocabulary, ontology):
 
 def test_a_new_field_is_only_an_ontology_edit(tmp_path, embedded_vocabulary):
     text = Ontology.load().source
-    extra = open(text).read() + "\n  Wings:\n    key: wings\n    cardinality: single\n    values:\n      feathered: [feathered_wings, angel_wings]\n      bat: [bat_wings]\n"
+    extra = (
+        Path(text).read_text()
+        + "\n  Wings:\n    key: wings\n    cardinality: single\n    values:\n      feathered: [feathered_wings, angel_wings]\n      bat: [bat_wings]\n"
+    )
     path = tmp_path / "attributes.yaml"
     path.write_text(extra)
     onto = Ontology.load(path)
@@ -92,15 +120,48 @@ def test_a_new_field_is_only_an_ontology_edit(tmp_path, embedded_vocabulary):
 
 # ---- agreement with real character profiles -----------------------------------------
 
-COLORS = "black brown blonde red orange pink purple blue aqua green white grey".split()
+COLORS = ["black", "brown", "blonde", "red", "orange", "pink", "purple", "blue", "aqua", "green", "white", "grey"]
 SHADES = {f"{p}_{c}": c for c in COLORS for p in ("light", "dark")} | {"platinum_blonde": "blonde"}
-HAIR_MULTI = {"multicolored_hair", "two-tone_hair", "gradient_hair", "streaked_hair", "split-color_hair", "colored_inner_hair", "rainbow_hair", "colored_tips"}
+HAIR_MULTI = {
+    "multicolored_hair",
+    "two-tone_hair",
+    "gradient_hair",
+    "streaked_hair",
+    "split-color_hair",
+    "colored_inner_hair",
+    "rainbow_hair",
+    "colored_tips",
+}
 EYE_MULTI = {"heterochromia", "multicolored_eyes", "gradient_eyes", "two-tone_eyes"}
-LENGTH = {"short_hair": "short", "very_short_hair": "short", "medium_hair": "medium", "long_hair": "long", "very_long_hair": "long", "absurdly_long_hair": "long"}
-STYLE = {"ponytail": "ponytail", "side_ponytail": "side ponytail", "twintails": "twintails", "low_twintails": "twintails", "braid": "braid",
-         "single_braid": "braid", "twin_braids": "twin braids", "hair_bun": "bun", "double_bun": "double bun", "single_hair_bun": "bun",
-         "drill_hair": "drill hair", "twin_drills": "drill hair", "bob_cut": "bob cut", "hime_cut": "hime cut", "two_side_up": "two side up",
-         "one_side_up": "one side up", "ahoge": "ahoge", "blunt_bangs": "blunt bangs", "hair_over_one_eye": "hair over one eye"}
+LENGTH = {
+    "short_hair": "short",
+    "very_short_hair": "short",
+    "medium_hair": "medium",
+    "long_hair": "long",
+    "very_long_hair": "long",
+    "absurdly_long_hair": "long",
+}
+STYLE = {
+    "ponytail": "ponytail",
+    "side_ponytail": "side ponytail",
+    "twintails": "twintails",
+    "low_twintails": "twintails",
+    "braid": "braid",
+    "single_braid": "braid",
+    "twin_braids": "twin braids",
+    "hair_bun": "bun",
+    "double_bun": "double bun",
+    "single_hair_bun": "bun",
+    "drill_hair": "drill hair",
+    "twin_drills": "drill hair",
+    "bob_cut": "bob cut",
+    "hime_cut": "hime cut",
+    "two_side_up": "two side up",
+    "one_side_up": "one side up",
+    "ahoge": "ahoge",
+    "blunt_bangs": "blunt bangs",
+    "hair_over_one_eye": "hair over one eye",
+}
 
 
 def _colors(tags: list[str], suffix: str) -> set[str]:

@@ -9,8 +9,15 @@ from charassets.domain import tags as t
 
 
 def tokens(*values: str, record: str = "r1") -> pl.DataFrame:
-    return pl.DataFrame({"record_id": [record] * len(values), "pos": list(range(len(values))), "token": list(values), "given_category": [None] * len(values)},
-                        schema=t.TOKENS_SCHEMA)
+    return pl.DataFrame(
+        {
+            "record_id": [record] * len(values),
+            "pos": list(range(len(values))),
+            "token": list(values),
+            "given_category": [None] * len(values),
+        },
+        schema=t.TOKENS_SCHEMA,
+    )
 
 
 def test_split_ordered_string_keeps_order_and_empty_tokens():
@@ -23,7 +30,12 @@ def test_split_ordered_string_keeps_order_and_empty_tokens():
 def test_split_danbooru_columns_gives_categories_and_drops_blank_columns():
     recs = pl.DataFrame({"record_id": ["a"], "g": ["1girl  long_hair solo"], "c": ["hatsune_miku"], "m": [""]})
     out = t.split_tokens(recs, {"general": "g", "character": "c", "meta": "m"}, " ")
-    assert out.select("token", "given_category").rows() == [("hatsune_miku", "character"), ("1girl", "general"), ("long_hair", "general"), ("solo", "general")]
+    assert out.select("token", "given_category").rows() == [
+        ("hatsune_miku", "character"),
+        ("1girl", "general"),
+        ("long_hair", "general"),
+        ("solo", "general"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -60,8 +72,15 @@ def test_strip_weight(raw, clean):
 
 @pytest.mark.parametrize(
     ("raw", "clean"),
-    [("  Long Hair ", "long_hair"), ("hatsune miku", "hatsune_miku"), ("saber \\(fate\\)", "saber_(fate)"), ("BLUE_EYES", "blue_eyes"),
-     ("long\u200bhair", "longhair"), ("white  background", "white_background"), (":D", ":d")],
+    [
+        ("  Long Hair ", "long_hair"),
+        ("hatsune miku", "hatsune_miku"),
+        ("saber \\(fate\\)", "saber_(fate)"),
+        ("BLUE_EYES", "blue_eyes"),
+        ("long\u200bhair", "longhair"),
+        ("white  background", "white_background"),
+        (":D", ":d"),
+    ],
 )
 def test_normalize_spelling(raw, clean):
     assert t.normalize_spelling(tokens(raw)).item(0, "token") == clean
@@ -74,22 +93,31 @@ def test_drop_empty_and_duplicates_keeps_first():
 
 
 def test_resolve_aliases_with_danbooru_vocabulary(danbooru_vocabulary):
-    out, changed = t.resolve_aliases(tokens("gray_hair", "blond_hair", "1girls", "twin_tails", "long_hair", "sole_female"), danbooru_vocabulary)
+    out, changed = t.resolve_aliases(
+        tokens("gray_hair", "blond_hair", "1girls", "twin_tails", "long_hair", "sole_female"), danbooru_vocabulary
+    )
     assert out.get_column("token").to_list() == ["grey_hair", "blonde_hair", "1girl", "twintails", "long_hair", "1girl"]
     assert changed == 5
 
 
 def test_classify_with_danbooru_vocabulary(danbooru_vocabulary):
-    out = t.classify(tokens("hatsune_miku", "vocaloid", "long_hair", "highres", "masterpiece", "rating:general", "year_2023", "zzz_not_a_tag"), danbooru_vocabulary)
+    out = t.classify(
+        tokens("hatsune_miku", "vocaloid", "long_hair", "highres", "masterpiece", "rating:general", "year_2023", "zzz_not_a_tag"),
+        danbooru_vocabulary,
+    )
     assert out.get_column("category").to_list() == ["character", "copyright", "general", "meta", "prompt", "prompt", "prompt", "unknown"]
     assert out.get_column("is_unknown").to_list() == [False] * 7 + [True]
 
 
 def test_clean_chain_on_a_messy_prompt(danbooru_vocabulary):
     recs = pl.DataFrame(
-        {"record_id": ["a", "b"],
-         "tags_raw": ["1girl, Hatsune Miku, vocaloid, (Long Hair:1.2), gray hair, ,, twin tails, long_hair, pokÃ©mon, masterpiece, best quality, newest, weird_new_tag",
-                      None]}
+        {
+            "record_id": ["a", "b"],
+            "tags_raw": [
+                "1girl, Hatsune Miku, vocaloid, (Long Hair:1.2), gray hair, ,, twin tails, long_hair, pokÃ©mon, masterpiece, best quality, newest, weird_new_tag",
+                None,
+            ],
+        }
     )
     out, stats = t.clean_tags(recs, {"tags": "tags_raw"}, ",", danbooru_vocabulary)
     a = out.row(0, named=True)

@@ -6,8 +6,11 @@ import dagster as dg
 
 from charassets.defs.partitions import record_chunks
 
-register_sources = dg.define_asset_job("register_sources", selection=dg.AssetSelection.assets(["raw", "source_partitions"]),
-                                       description="Find new source files and add their chunks as partitions.")
+register_sources = dg.define_asset_job(
+    "register_sources",
+    selection=dg.AssetSelection.assets(["raw", "source_partitions"]),
+    description="Find new source files and add their chunks as partitions.",
+)
 character_pipeline = dg.define_asset_job(
     "character_pipeline",
     selection=dg.AssetSelection.all() - dg.AssetSelection.assets(["raw", "source_partitions"]),

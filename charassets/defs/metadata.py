@@ -20,7 +20,9 @@ def per_partition(stats: list[dict[str, Any]]) -> dg.MetadataValue:
     if not stats:
         return dg.MetadataValue.md("(no partitions)")
     cols = list(stats[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] + ["| " + " | ".join(str(s.get(c)) for c in cols) + " |" for s in stats]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] + [
+        "| " + " | ".join(str(s.get(c)) for c in cols) + " |" for s in stats
+    ]
     return dg.MetadataValue.md("\n".join(lines))
 
 

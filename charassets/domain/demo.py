@@ -28,26 +28,161 @@ from charassets.domain.ontology import Ontology
 CHARACTERS_FILE = Path(__file__).resolve().parent.parent / "data" / "demo_characters.yaml"
 SHARD_ROWS = 200_000
 
-SCENE = (
-    "solo looking_at_viewer smile open_mouth simple_background white_background blush upper_body "
-    "standing sitting holding outdoors indoors sky day night cloud tree flower from_side full_body "
-    "cowboy_shot closed_mouth hand_up portrait light_smile food book cup petals water window"
-).split()
-EXPRESSIONS = "smile grin :d blush angry sad crying surprised expressionless embarrassed smug serious pout one_eye_closed".split()
-OUTFITS = (
-    "school_uniform serafuku white_shirt black_skirt pleated_skirt dress white_dress black_dress jacket hoodie "
-    "kimono yukata maid swimsuit bikini armor military_uniform suit pants jeans shorts sweater thighhighs "
-    "pantyhose gym_uniform cape coat"
-).split()
-ACCESSORIES = "hat glasses hair_ornament hair_ribbon hair_bow hairband earrings necklace choker scarf gloves bowtie necktie halo".split()
-HAIR_COLORS = "black brown blonde red orange pink purple blue aqua green white grey".split()
-EYE_COLORS = "blue red green purple brown yellow pink black grey orange aqua".split()
+SCENE = [
+    "solo",
+    "looking_at_viewer",
+    "smile",
+    "open_mouth",
+    "simple_background",
+    "white_background",
+    "blush",
+    "upper_body",
+    "standing",
+    "sitting",
+    "holding",
+    "outdoors",
+    "indoors",
+    "sky",
+    "day",
+    "night",
+    "cloud",
+    "tree",
+    "flower",
+    "from_side",
+    "full_body",
+    "cowboy_shot",
+    "closed_mouth",
+    "hand_up",
+    "portrait",
+    "light_smile",
+    "food",
+    "book",
+    "cup",
+    "petals",
+    "water",
+    "window",
+]
+EXPRESSIONS = [
+    "smile",
+    "grin",
+    ":d",
+    "blush",
+    "angry",
+    "sad",
+    "crying",
+    "surprised",
+    "expressionless",
+    "embarrassed",
+    "smug",
+    "serious",
+    "pout",
+    "one_eye_closed",
+]
+OUTFITS = [
+    "school_uniform",
+    "serafuku",
+    "white_shirt",
+    "black_skirt",
+    "pleated_skirt",
+    "dress",
+    "white_dress",
+    "black_dress",
+    "jacket",
+    "hoodie",
+    "kimono",
+    "yukata",
+    "maid",
+    "swimsuit",
+    "bikini",
+    "armor",
+    "military_uniform",
+    "suit",
+    "pants",
+    "jeans",
+    "shorts",
+    "sweater",
+    "thighhighs",
+    "pantyhose",
+    "gym_uniform",
+    "cape",
+    "coat",
+]
+ACCESSORIES = [
+    "hat",
+    "glasses",
+    "hair_ornament",
+    "hair_ribbon",
+    "hair_bow",
+    "hairband",
+    "earrings",
+    "necklace",
+    "choker",
+    "scarf",
+    "gloves",
+    "bowtie",
+    "necktie",
+    "halo",
+]
+HAIR_COLORS = ["black", "brown", "blonde", "red", "orange", "pink", "purple", "blue", "aqua", "green", "white", "grey"]
+EYE_COLORS = ["blue", "red", "green", "purple", "brown", "yellow", "pink", "black", "grey", "orange", "aqua"]
 LENGTHS = ["short_hair", "medium_hair", "long_hair", "very_long_hair"]
-STYLES = "ponytail side_ponytail twintails braid twin_braids hair_bun double_bun bob_cut hime_cut ahoge blunt_bangs wavy_hair drill_hair".split()
-BODY = "muscular toned petite curvy plump skinny abs wide_hips".split()
-RARE = "scar scar_on_face tattoo arm_tattoo dark_skin tan pale_skin mature_female old_man child teenage androgynous".split()
-SCENERY = "no_humans scenery landscape building city sky cloud tree water mountain sunset night star_(sky) flower".split()
-META = "highres absurdres commentary_request translated commentary english_commentary bad_id bad_pixiv_id official_art".split()
+STYLES = [
+    "ponytail",
+    "side_ponytail",
+    "twintails",
+    "braid",
+    "twin_braids",
+    "hair_bun",
+    "double_bun",
+    "bob_cut",
+    "hime_cut",
+    "ahoge",
+    "blunt_bangs",
+    "wavy_hair",
+    "drill_hair",
+]
+BODY = ["muscular", "toned", "petite", "curvy", "plump", "skinny", "abs", "wide_hips"]
+RARE = [
+    "scar",
+    "scar_on_face",
+    "tattoo",
+    "arm_tattoo",
+    "dark_skin",
+    "tan",
+    "pale_skin",
+    "mature_female",
+    "old_man",
+    "child",
+    "teenage",
+    "androgynous",
+]
+SCENERY = [
+    "no_humans",
+    "scenery",
+    "landscape",
+    "building",
+    "city",
+    "sky",
+    "cloud",
+    "tree",
+    "water",
+    "mountain",
+    "sunset",
+    "night",
+    "star_(sky)",
+    "flower",
+]
+META = [
+    "highres",
+    "absurdres",
+    "commentary_request",
+    "translated",
+    "commentary",
+    "english_commentary",
+    "bad_id",
+    "bad_pixiv_id",
+    "official_art",
+]
 QUALITY = ["masterpiece", "best quality", "high quality", "amazing quality", "very aesthetic", "newest", "recent", "year 2023"]
 RATINGS = {"g": "general", "s": "sensitive", "q": "questionable", "e": "explicit"}
 # spellings that are not canonical, as users really type them
@@ -63,7 +198,32 @@ ALIASES = {
 EXTRA_SERIES = ["pokemon", "original"]
 # real-looking tags deliberately left out of the embedded vocabulary: they must come out flagged as unknown
 UNLISTED = ["holding_umbrella", "sparkle_background", "motion_lines", "see-through_sleeves", "hand_on_own_chin"]
-SYLLABLES = "ka ki ku ko sa shi su ta to na ni no ha hi mi mo ra ri ru yu ya re ao me".split()
+SYLLABLES = [
+    "ka",
+    "ki",
+    "ku",
+    "ko",
+    "sa",
+    "shi",
+    "su",
+    "ta",
+    "to",
+    "na",
+    "ni",
+    "no",
+    "ha",
+    "hi",
+    "mi",
+    "mo",
+    "ra",
+    "ri",
+    "ru",
+    "yu",
+    "ya",
+    "re",
+    "ao",
+    "me",
+]
 
 
 @dataclass(frozen=True)
@@ -145,7 +305,9 @@ class _RecordMaker:
         elif kind < 0.93:  # several characters
             a, b = self._character(), self._character()
             girls = [s for s in (a[0], b[0]) if s == "1girl"]
-            rec["subject"] = ["2girls", "multiple_girls"] if len(girls) == 2 else (["2boys", "multiple_boys"] if not girls else ["1girl", "1boy"])
+            rec["subject"] = (
+                ["2girls", "multiple_girls"] if len(girls) == 2 else (["2boys", "multiple_boys"] if not girls else ["1girl", "1boy"])
+            )
             rec["character"], rec["copyright"] = a[1] + b[1], list(dict.fromkeys(a[2] + b[2]))
             rec["general"] = a[3] + b[3]
         elif kind < 0.98:  # no character
@@ -227,8 +389,8 @@ def _malformed_ordered(maker: _RecordMaker, rid: int) -> dict:
 def _malformed_jsonl(maker: _RecordMaker, rid: int) -> str:
     kind = int(maker.rng.integers(6))
     return [
-        '{"id": %d, "tag_string_general": "1girl solo long_hair"' % rid,  # truncated
-        '[%d, "1girl solo"]' % rid,
+        f'{{"id": {rid}, "tag_string_general": "1girl solo long_hair"',  # truncated
+        f'[{rid}, "1girl solo"]',
         json.dumps({"id": rid, "tag_string_general": 12345}),
         json.dumps({"tag_string_general": "1girl solo"}),
         "\x00\x01garbage\xff line",
@@ -292,7 +454,12 @@ def embedded_vocabulary_rows(ontology: Ontology | None = None) -> list[tuple[str
     """
     ontology = ontology or Ontology.load()
     cat = load_characters()
-    general = set(ontology.rules.get_column("tag").to_list()) | set(ontology.subjects.counts) | set(ontology.subjects.single) | set(ontology.subjects.none)
+    general = (
+        set(ontology.rules.get_column("tag").to_list())
+        | set(ontology.subjects.counts)
+        | set(ontology.subjects.single)
+        | set(ontology.subjects.none)
+    )
     for group in (SCENE, EXPRESSIONS, OUTFITS, ACCESSORIES, BODY, RARE, SCENERY, STYLES, LENGTHS):
         general |= set(group)
     general |= {f"{c}_hair" for c in HAIR_COLORS} | {f"{c}_eyes" for c in EYE_COLORS}

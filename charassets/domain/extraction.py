@@ -89,7 +89,11 @@ def resolve_fields(tokens: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
     """Per (record, field): resolved value(s), confidence, evidence tags, conflict flag."""
     rules = ontology.rules_for(tokens.get_column("tag"))
     cardinality = pl.DataFrame(
-        {"field": [f.name for f in ontology.fields], "multi": [f.cardinality == "multi" for f in ontology.fields], "several": [f.several for f in ontology.fields]}
+        {
+            "field": [f.name for f in ontology.fields],
+            "multi": [f.cardinality == "multi" for f in ontology.fields],
+            "several": [f.several for f in ontology.fields],
+        }
     )
     ordinal = pl.DataFrame(
         [(f.name, v, i) for f in ontology.fields if f.several == "ordinal" and f.values for i, v in enumerate(f.values)],
@@ -106,14 +110,29 @@ def resolve_fields(tokens: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
     values = (
         per_value.join(ordinal, on=["field", "value"], how="left", maintain_order="left")
         .group_by("record_id", "field", maintain_order=True)
-        .agg(pl.col("value").alias("values"), pl.col("confidence").alias("confidences"), (pl.col("ordinal").max() - pl.col("ordinal").min()).alias("span"))
+        .agg(
+            pl.col("value").alias("values"),
+            pl.col("confidence").alias("confidences"),
+            (pl.col("ordinal").max() - pl.col("ordinal").min()).alias("span"),
+        )
     )
     overridden = (
         top.filter(~pl.col("multi") & (pl.col("top_rank") < 2))  # a strong tag overrides by definition
         .group_by("record_id", "field")
-        .agg((pl.col("value").filter(pl.col("rank") < pl.col("top_rank")).is_in(pl.col("value").filter(pl.col("rank") == pl.col("top_rank")).implode()).not_()).any().alias("overridden"))
+        .agg(
+            (
+                pl.col("value")
+                .filter(pl.col("rank") < pl.col("top_rank"))
+                .is_in(pl.col("value").filter(pl.col("rank") == pl.col("top_rank")).implode())
+                .not_()
+            )
+            .any()
+            .alias("overridden")
+        )
     )
-    evidence = matches.group_by("record_id", "field", maintain_order=True).agg(pl.col("tag").alias("evidence"), pl.col("multi").first(), pl.col("several").first())
+    evidence = matches.group_by("record_id", "field", maintain_order=True).agg(
+        pl.col("tag").alias("evidence"), pl.col("multi").first(), pl.col("several").first()
+    )
     out = evidence.join(values, on=["record_id", "field"], how="left").join(overridden, on=["record_id", "field"], how="left")
     several = ~pl.col("multi") & (pl.col("values").list.len() > 1)
     resolvable = (pl.col("several") == "first") | ((pl.col("several") == "ordinal") & (pl.col("span") <= 1))
@@ -133,7 +152,13 @@ def resolve_fields(tokens: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
             * pl.when(pl.col("first_of_several")).then(SEVERAL_DISCOUNT).otherwise(1.0)
         )
     )
-    resolved = pl.when(pl.col("conflict")).then(pl.lit([UNKNOWN])).when(pl.col("first_of_several")).then(pl.col("values").list.head(1)).otherwise(pl.col("values"))
+    resolved = (
+        pl.when(pl.col("conflict"))
+        .then(pl.lit([UNKNOWN]))
+        .when(pl.col("first_of_several"))
+        .then(pl.col("values").list.head(1))
+        .otherwise(pl.col("values"))
+    )
     return out.select(
         "record_id",
         "field",
@@ -169,7 +194,11 @@ def extract_attributes(clean: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
         resolved.filter(pl.col("conflict") | pl.col("first_of_several"))
         .join(pl.DataFrame({"field": [f.name for f in ontology.fields], "key": [f.key for f in ontology.fields]}), on="field")
         .group_by("record_id")
-        .agg((pl.when(pl.col("conflict")).then(pl.lit("conflict:")).otherwise(pl.lit("several:")) + pl.col("key")).sort().alias("conflict_flags"))
+        .agg(
+            (pl.when(pl.col("conflict")).then(pl.lit("conflict:")).otherwise(pl.lit("several:")) + pl.col("key"))
+            .sort()
+            .alias("conflict_flags")
+        )
     )
     df = (
         clean.select("record_id", "character", "unknown_tags")
@@ -201,7 +230,9 @@ def extract_attributes(clean: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
             pl.col("evidence").fill_null(pl.lit([], dtype=pl.List(pl.String))).alias("evidence"),
             pl.when(pl.col("values").is_not_null() & ~pl.col("conflict").fill_null(False)).then(pl.lit("tags")).alias("source"),
         )
-        df = df.join(part.select("record_id", "values", "confidence", "evidence", "conflict"), on="record_id", how="left", maintain_order="left")
+        df = df.join(
+            part.select("record_id", "values", "confidence", "evidence", "conflict"), on="record_id", how="left", maintain_order="left"
+        )
         df = df.with_columns(pl.when(ok).then(struct).alias(spec.key)).drop("values", "confidence", "evidence", "conflict")
     flags = pl.concat_list(
         pl.col("subject_flags").fill_null(pl.lit([], dtype=pl.List(pl.String))),

@@ -121,7 +121,9 @@ class Ontology:
             for rx, fname, value, rank, conf in self.patterns
             if (t, fname) not in found and rx.fullmatch(t)
         ]
-        out = pl.concat([exact, pl.DataFrame(extra, schema=RULES_SCHEMA, orient="row")]).unique(["tag", "field"], keep="first", maintain_order=True)
+        out = pl.concat([exact, pl.DataFrame(extra, schema=RULES_SCHEMA, orient="row")]).unique(
+            ["tag", "field"], keep="first", maintain_order=True
+        )
         return out.with_columns(
             pl.when(pl.col("value") == TAG_VALUE).then(pl.col("tag").str.replace_all("_", " ")).otherwise(pl.col("value")).alias("value")
         )

@@ -33,7 +33,16 @@ def label_stage(clean: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
 def mart_stage(labels: pl.DataFrame, rejects: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
     """The final table: every labelled record plus every rejected row (status ``rejected``)."""
     fields = [f.key for f in ontology.fields]
-    ok = labels.select(*KEY_COLUMNS, "status", pl.lit(None, dtype=pl.String).alias("reason"), "subject_count", "flags", "characters", "unknown_tags", *fields)
+    ok = labels.select(
+        *KEY_COLUMNS,
+        "status",
+        pl.lit(None, dtype=pl.String).alias("reason"),
+        "subject_count",
+        "flags",
+        "characters",
+        "unknown_tags",
+        *fields,
+    )
     bad = rejects.select(
         *KEY_COLUMNS,
         pl.lit("rejected").alias("status"),
@@ -80,7 +89,9 @@ def extract_one(tag_string: str, ontology: Ontology | None = None, vocabulary: V
     vocabulary = vocabulary or Vocabulary.embedded()
     spec = SourceSpec(name="cli", uri="-", layout="ordered")
     chunk = Chunk(partition="cli", source="cli", file="-", format="jsonl", row_start=0, row_count=1, byte_start=0, byte_end=0)
-    raw = pl.DataFrame([{"source_id": "1", "source": "cli", "partition": "cli", "file": "-", "row_index": 0, "tags_raw": tag_string}], schema=RAW_SCHEMA)
+    raw = pl.DataFrame(
+        [{"source_id": "1", "source": "cli", "partition": "cli", "file": "-", "row_index": 0, "tags_raw": tag_string}], schema=RAW_SCHEMA
+    )
     records, rejects = validate_records(raw, spec, chunk)
     clean, _ = clean_stage(records, spec, vocabulary)
     mart = mart_stage(label_stage(clean, ontology), rejects, ontology)

@@ -27,7 +27,13 @@ def _value_model(spec: FieldSpec) -> type[BaseModel]:
     return create_model(
         spec.key.title().replace("_", "") + "Value",
         __config__=ConfigDict(extra="forbid"),
-        value=(value_type, Field(description=f"{spec.name}: " + ("one value, or 'unknown'" if spec.cardinality == "single" else "every value found; empty when none"))),
+        value=(
+            value_type,
+            Field(
+                description=f"{spec.name}: "
+                + ("one value, or 'unknown'" if spec.cardinality == "single" else "every value found; empty when none")
+            ),
+        ),
         confidence=(float, Field(ge=0.0, le=1.0)),
         evidence=(list[str], Field(description="the tags (or model, or profile) the value rests on")),
         source=(Optional[Literal[SOURCES]], Field(default=None, description="which kind of evidence decided the value")),  # noqa: UP045
@@ -83,10 +89,7 @@ def to_json_frame(mart: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
     """The mart in the output shape: display-name keys under ``attributes``."""
     ok = pl.col("status") == "ok"
     attrs = pl.struct(
-        [
-            pl.col(f.key).struct.with_fields(pl.field("confidence").cast(pl.Float64).round(4)).alias(f.name)
-            for f in ontology.fields
-        ]
+        [pl.col(f.key).struct.with_fields(pl.field("confidence").cast(pl.Float64).round(4)).alias(f.name) for f in ontology.fields]
     )
     return mart.select(
         pl.col("source_id").alias("id"),

@@ -115,7 +115,7 @@ class SourceSpec(BaseModel):
     layout: Literal["ordered", "danbooru"] = "ordered"
     columns: ColumnMapping | None = None
     separator: str | None = None
-    rows_per_partition: int = Field(default=50_000, ge=10, le=MAX_PARTITION_ROWS)
+    rows_per_partition: int = Field(default=50_000, ge=1, le=MAX_PARTITION_ROWS)
 
     @model_validator(mode="after")
     def _needs_tags(self) -> SourceSpec:
@@ -303,7 +303,9 @@ def _rows_from_objects(objs: Iterator[tuple[int, Any, str]], spec: SourceSpec, c
             bad.append({**base, "reason": str(obj), "raw_excerpt": excerpt[:EXCERPT_CHARS]})
             continue
         if not isinstance(obj, dict):
-            bad.append({**base, "reason": f"row is a JSON {type(obj).__name__}, expected an object", "raw_excerpt": excerpt[:EXCERPT_CHARS]})
+            bad.append(
+                {**base, "reason": f"row is a JSON {type(obj).__name__}, expected an object", "raw_excerpt": excerpt[:EXCERPT_CHARS]}
+            )
             continue
         rec: dict[str, Any] = dict(base)
         errors = []
@@ -404,8 +406,14 @@ def _parquet_frame(chunk: Chunk, spec: SourceSpec) -> tuple[pl.DataFrame, pl.Dat
     )
     if type_errors:  # a whole column of the wrong type: every row is quarantined with the reason
         rejects = df.select(
-            pl.lit(None, dtype=pl.String).alias("record_id"), "source_id", "source", "partition", "file", "row_index",
-            pl.lit("; ".join(type_errors)).alias("reason"), pl.lit("").alias("raw_excerpt"),
+            pl.lit(None, dtype=pl.String).alias("record_id"),
+            "source_id",
+            "source",
+            "partition",
+            "file",
+            "row_index",
+            pl.lit("; ".join(type_errors)).alias("reason"),
+            pl.lit("").alias("raw_excerpt"),
         )
         return pl.DataFrame(schema=RAW_SCHEMA), rejects
     return df, pl.DataFrame(schema=REJECT_SCHEMA)
@@ -429,7 +437,9 @@ def validate_records(df: pl.DataFrame, spec: SourceSpec, chunk: Chunk) -> tuple[
     df = df.select([pl.col(c).cast(t) if c in df.columns else pl.lit(None, dtype=t).alias(c) for c, t in RAW_SCHEMA.items()])
     tag_cols = [f"{f}_raw" for f in spec.mapping.tag_columns()]
     sep = spec.tag_separator
-    blank = pl.all_horizontal(pl.col(c).fill_null("").str.replace_all(f"[\\s{'' if sep.strip() == '' else sep}]+", "").str.len_chars() == 0 for c in tag_cols)
+    blank = pl.all_horizontal(
+        pl.col(c).fill_null("").str.replace_all(f"[\\s{'' if sep.strip() == '' else sep}]+", "").str.len_chars() == 0 for c in tag_cols
+    )
     too_long = pl.any_horizontal(pl.col(c).fill_null("").str.len_chars() > MAX_TAG_CHARS for c in tag_cols)
     if spec.mapping.id:
         sid = pl.col("source_id").str.strip_chars()
@@ -454,7 +464,11 @@ def validate_records(df: pl.DataFrame, spec: SourceSpec, chunk: Chunk) -> tuple[
     df = df.with_columns(reason.alias("_reason"))
     rejects = df.filter(pl.col("_reason").is_not_null()).select(
         pl.when(missing_id).then(None).otherwise(pl.col("record_id")).alias("record_id"),
-        "source_id", "source", "partition", "file", "row_index",
+        "source_id",
+        "source",
+        "partition",
+        "file",
+        "row_index",
         pl.col("_reason").alias("reason"),
         pl.concat_str([pl.col(c).fill_null("") for c in tag_cols], separator=" | ").str.slice(0, EXCERPT_CHARS).alias("raw_excerpt"),
     )

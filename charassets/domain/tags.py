@@ -191,7 +191,9 @@ def classify(tokens: pl.DataFrame, vocabulary: Vocabulary) -> pl.DataFrame:
 # ---------------------------------------------------------------------------- chain
 
 
-def clean_tags(records: pl.DataFrame, columns: dict[str, str | None], separator: str, vocabulary: Vocabulary) -> tuple[pl.DataFrame, CleaningStats]:
+def clean_tags(
+    records: pl.DataFrame, columns: dict[str, str | None], separator: str, vocabulary: Vocabulary
+) -> tuple[pl.DataFrame, CleaningStats]:
     """Run every cleaning step and regroup into one row per record.
 
     Output columns: ``record_id``; ``tags`` (every canonical tag, in source order, prompt
@@ -212,14 +214,20 @@ def clean_tags(records: pl.DataFrame, columns: dict[str, str | None], separator:
         cond = pl.col("category") != "prompt" if cat is None else pl.col("category") == cat
         return pl.col("token").filter(cond)
 
-    grouped = tokens.sort("record_id", "pos").group_by("record_id", maintain_order=True).agg(
-        collect(None).alias("tags"),
-        *(collect(c).alias(c) for c in CATEGORY_COLUMNS),
-        pl.col("token").filter("is_unknown").alias("unknown_tags"),
-        collect("prompt").alias("prompt_tags"),
+    grouped = (
+        tokens.sort("record_id", "pos")
+        .group_by("record_id", maintain_order=True)
+        .agg(
+            collect(None).alias("tags"),
+            *(collect(c).alias(c) for c in CATEGORY_COLUMNS),
+            pl.col("token").filter("is_unknown").alias("unknown_tags"),
+            collect("prompt").alias("prompt_tags"),
+        )
     )
-    out = records.select("record_id").join(grouped, on="record_id", how="left", maintain_order="left").with_columns(
-        pl.col(c).fill_null(pl.lit([], dtype=pl.List(pl.String))) for c in LIST_COLUMNS
+    out = (
+        records.select("record_id")
+        .join(grouped, on="record_id", how="left", maintain_order="left")
+        .with_columns(pl.col(c).fill_null(pl.lit([], dtype=pl.List(pl.String))) for c in LIST_COLUMNS)
     )
     stats = CleaningStats(
         tokens_in=tokens_in,

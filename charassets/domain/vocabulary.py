@@ -33,14 +33,11 @@ class Vocabulary:
             quote_char='"',
             truncate_ragged_lines=True,
         ).filter(pl.col("tag").is_not_null())
-        tags = (
-            raw.select(
-                pl.col("tag").str.to_lowercase(),
-                pl.col("category_code").replace_strict(CATEGORY_NAMES, default="general", return_dtype=pl.String).alias("category"),
-                pl.col("post_count").fill_null(0),
-            )
-            .unique("tag", keep="first")
-        )
+        tags = raw.select(
+            pl.col("tag").str.to_lowercase(),
+            pl.col("category_code").replace_strict(CATEGORY_NAMES, default="general", return_dtype=pl.String).alias("category"),
+            pl.col("post_count").fill_null(0),
+        ).unique("tag", keep="first")
         # Aliases starting with "/" are autocomplete shortcuts, not spellings of the tag.
         aliases = (
             raw.select("tag", pl.col("aliases").str.split(","))

@@ -1,6 +1,5 @@
 """Clean stage: canonical tags per record."""
 
-
 import dagster as dg
 import polars as pl
 
@@ -20,7 +19,13 @@ ROW_ACCOUNTING = "row_accounting"
     partitions_def=record_chunks,
     backfill_policy=backfill_policy,
     kinds={"delta", "polars"},
-    check_specs=[dg.AssetCheckSpec(ROW_ACCOUNTING, asset=["clean", "tags"], description="rows in the source chunk = clean rows + rejects, for every partition of the run")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            ROW_ACCOUNTING,
+            asset=["clean", "tags"],
+            description="rows in the source chunk = clean rows + rejects, for every partition of the run",
+        )
+    ],
 )
 def tags(context: dg.AssetExecutionContext, lake: LakeResource, catalog: CatalogResource):
     """Normalised Danbooru tags per record: repaired, unweighted, canonical, de-duplicated, split by category."""
@@ -41,21 +46,43 @@ def tags(context: dg.AssetExecutionContext, lake: LakeResource, catalog: Catalog
     registry = table.read(*REGISTRY, keys).select("partition", "row_count")
     clean_counts, reject_counts = table.partition_counts("clean", "tags"), table.partition_counts("raw", "rejects")
     counted = registry.join(
-        pl.DataFrame({"partition": keys, "clean": [clean_counts.get(k, 0) for k in keys], "rejects": [reject_counts.get(k, 0) for k in keys]}),
+        pl.DataFrame(
+            {"partition": keys, "clean": [clean_counts.get(k, 0) for k in keys], "rejects": [reject_counts.get(k, 0) for k in keys]}
+        ),
         on="partition",
     )
     bad = counted.filter(pl.col("row_count") != pl.col("clean") + pl.col("rejects"))
-    t = totals(stats, "records", "tokens_in", "mojibake_repaired", "weights_stripped", "empty_dropped", "duplicates_dropped", "aliases_resolved", "unknown_tags", "prompt_tags")
+    t = totals(
+        stats,
+        "records",
+        "tokens_in",
+        "mojibake_repaired",
+        "weights_stripped",
+        "empty_dropped",
+        "duplicates_dropped",
+        "aliases_resolved",
+        "unknown_tags",
+        "prompt_tags",
+    )
     yield dg.MaterializeResult(
-        metadata={"dagster/row_count": t["records"], **t, "vocabulary_tags": len(vocabulary), "per_partition": per_partition(stats),
-                  "preview": preview(last["clean"].select("record_id", "tags", "character", "unknown_tags", "prompt_tags"))},
+        metadata={
+            "dagster/row_count": t["records"],
+            **t,
+            "vocabulary_tags": len(vocabulary),
+            "per_partition": per_partition(stats),
+            "preview": preview(last["clean"].select("record_id", "tags", "character", "unknown_tags", "prompt_tags")),
+        },
         check_results=[
             dg.AssetCheckResult(
                 check_name=ROW_ACCOUNTING,
                 passed=bad.height == 0,
-                metadata={"partitions_checked": counted.height, "rows_in": int(counted["row_count"].sum()), "clean": int(counted["clean"].sum()),
-                          "rejects": int(counted["rejects"].sum()), "mismatches": preview(bad, n=20)},
+                metadata={
+                    "partitions_checked": counted.height,
+                    "rows_in": int(counted["row_count"].sum()),
+                    "clean": int(counted["clean"].sum()),
+                    "rejects": int(counted["rejects"].sum()),
+                    "mismatches": preview(bad, n=20),
+                },
             )
         ],
     )
-

@@ -1,6 +1,5 @@
 """Exports: the final table as files per partition, for training jobs that read files."""
 
-
 import io
 import json
 
@@ -38,6 +37,9 @@ def character_attributes_files(context: dg.AssetExecutionContext, lake: LakeReso
 
     stats = for_each_partition(context, work)
     return dg.MaterializeResult(
-        metadata={"dagster/row_count": sum(s["rows"] for s in stats), "directory": dg.MetadataValue.path(f"{lake.root.rstrip('/')}/{EXPORT_DIR}"),
-                  "per_partition": per_partition(stats)}
+        metadata={
+            "dagster/row_count": sum(s["rows"] for s in stats),
+            "directory": dg.MetadataValue.path(f"{lake.root.rstrip('/')}/{EXPORT_DIR}"),
+            "per_partition": per_partition(stats),
+        }
     )

@@ -1,6 +1,5 @@
 """Labels stage: attributes read off the tags through the ontology."""
 
-
 import dagster as dg
 import polars as pl
 
@@ -29,12 +28,20 @@ def tag_attributes(context: dg.AssetExecutionContext, lake: LakeResource, catalo
         table.write_partitions("labels", "tag_attributes", labels, [key])
         last["labels"] = labels
         counts = dict(labels.group_by("status").len().iter_rows())
-        return {"records": labels.height, **{s: counts.get(s, 0) for s in ("ok", "ambiguous", "no_character")},
-                "conflicts": int(labels.select(pl.col("flags").list.eval(pl.element().str.starts_with("conflict:")).list.any().sum()).item())}
+        return {
+            "records": labels.height,
+            **{s: counts.get(s, 0) for s in ("ok", "ambiguous", "no_character")},
+            "conflicts": int(labels.select(pl.col("flags").list.eval(pl.element().str.starts_with("conflict:")).list.any().sum()).item()),
+        }
 
     stats = for_each_partition(context, work)
     total = {k: sum(s[k] for s in stats) for k in ("records", "ok", "ambiguous", "no_character", "conflicts")}
     return dg.MaterializeResult(
-        metadata={"dagster/row_count": total["records"], **total, "ontology_fields": len(ontology.fields), "per_partition": per_partition(stats),
-                  "preview": preview(last["labels"].select("record_id", "status", "subject_count", "flags", "hair_color", "eye_color"))}
+        metadata={
+            "dagster/row_count": total["records"],
+            **total,
+            "ontology_fields": len(ontology.fields),
+            "per_partition": per_partition(stats),
+            "preview": preview(last["labels"].select("record_id", "status", "subject_count", "flags", "hair_color", "eye_color")),
+        }
     )

@@ -1,6 +1,5 @@
 """Marts stage: the final, validated per-character attribute table."""
 
-
 import json
 
 import dagster as dg
@@ -25,8 +24,16 @@ PLAUSIBLE = "plausible_unknown_rates"
     backfill_policy=backfill_policy,
     kinds={"delta", "polars"},
     check_specs=[
-        dg.AssetCheckSpec(ROWS_VALID, asset=["marts", "character_attributes"], description="every row written validates against the pydantic model / JSON Schema"),
-        dg.AssetCheckSpec(PLAUSIBLE, asset=["marts", "character_attributes"], description="no field is unknown for more of the single-character rows than the ontology allows"),
+        dg.AssetCheckSpec(
+            ROWS_VALID,
+            asset=["marts", "character_attributes"],
+            description="every row written validates against the pydantic model / JSON Schema",
+        ),
+        dg.AssetCheckSpec(
+            PLAUSIBLE,
+            asset=["marts", "character_attributes"],
+            description="no field is unknown for more of the single-character rows than the ontology allows",
+        ),
     ],
 )
 def character_attributes(context: dg.AssetExecutionContext, lake: LakeResource, catalog: CatalogResource):
@@ -52,7 +59,10 @@ def character_attributes(context: dg.AssetExecutionContext, lake: LakeResource, 
     stats = for_each_partition(context, work)
     ok_rows = [s["ok"] for s in stats]
     # unknown rate over the run, weighted by each partition's ok rows
-    run_rates = {f: round(sum(r.get(f, 0) * n for r, n in zip(rates, ok_rows, strict=True)) / max(1, sum(ok_rows)), 4) for f in (x.name for x in ontology.fields)}
+    run_rates = {
+        f: round(sum(r.get(f, 0) * n for r, n in zip(rates, ok_rows, strict=True)) / max(1, sum(ok_rows)), 4)
+        for f in (x.name for x in ontology.fields)
+    }
     limits = {f.name: f.max_unknown_rate for f in ontology.fields if f.max_unknown_rate is not None}
     too_unknown = {f: run_rates[f] for f, lim in limits.items() if run_rates[f] > lim}
     mart = frames[-1]
@@ -64,7 +74,9 @@ def character_attributes(context: dg.AssetExecutionContext, lake: LakeResource, 
             "top_values_last_partition": dg.MetadataValue.json(value_counts(mart, ontology)),
             "json_schema": dg.MetadataValue.path(schema_uri),
             "per_partition": per_partition(stats),
-            "preview": preview(to_json_frame(mart.filter(pl.col("status") == "ok"), ontology).select("id", "status", "attributes"), max_chars=300),
+            "preview": preview(
+                to_json_frame(mart.filter(pl.col("status") == "ok"), ontology).select("id", "status", "attributes"), max_chars=300
+            ),
         },
         check_results=[
             # reaching here means every row of every partition validated (a violation fails the step before writing)
@@ -73,7 +85,11 @@ def character_attributes(context: dg.AssetExecutionContext, lake: LakeResource, 
                 check_name=PLAUSIBLE,
                 passed=not too_unknown,
                 severity=dg.AssetCheckSeverity.WARN,
-                metadata={"unknown_rates": dg.MetadataValue.json(run_rates), "limits": dg.MetadataValue.json(limits), "over_limit": dg.MetadataValue.json(too_unknown)},
+                metadata={
+                    "unknown_rates": dg.MetadataValue.json(run_rates),
+                    "limits": dg.MetadataValue.json(limits),
+                    "over_limit": dg.MetadataValue.json(too_unknown),
+                },
             ),
         ],
     )

@@ -1,6 +1,5 @@
 """Raw stage: the partition registry, and records as read (with their rejects)."""
 
-
 import dagster as dg
 import polars as pl
 
@@ -26,12 +25,18 @@ def registered_chunks(lake: LakeResource, partitions: list[str]) -> dict[str, Ch
 def source_partitions(context: dg.AssetExecutionContext, lake: LakeResource, catalog: CatalogResource) -> dg.MaterializeResult:
     """Every chunk of every configured source file: the registry that record partitions are made from."""
     table = lake.lake()
-    current = pl.concat([register(s) for s in catalog.sources().sources]) if catalog.sources().sources else pl.DataFrame(schema=REGISTRY_SCHEMA)
+    current = (
+        pl.concat([register(s) for s in catalog.sources().sources]) if catalog.sources().sources else pl.DataFrame(schema=REGISTRY_SCHEMA)
+    )
     known = table.read(*REGISTRY) if table.exists(*REGISTRY) else pl.DataFrame(schema=REGISTRY_SCHEMA)
     new = current.join(known.select("partition"), on="partition", how="anti")
-    changed = current.join(known, on=["partition", "file_bytes", "row_count"], how="anti").join(new.select("partition"), on="partition", how="anti")
+    changed = current.join(known, on=["partition", "file_bytes", "row_count"], how="anti").join(
+        new.select("partition"), on="partition", how="anti"
+    )
     if changed.height:
-        context.log.warning(f"{changed.height} registered chunks changed size on disk; registered files are treated as immutable: {changed.get_column('partition').to_list()[:5]}")
+        context.log.warning(
+            f"{changed.height} registered chunks changed size on disk; registered files are treated as immutable: {changed.get_column('partition').to_list()[:5]}"
+        )
     registry = pl.concat([known, new]).sort("source", "file", "chunk")
     table.write_table(*REGISTRY, registry)
     context.instance.add_dynamic_partitions(record_chunks.name, new.get_column("partition").to_list())
@@ -51,10 +56,20 @@ def source_partitions(context: dg.AssetExecutionContext, lake: LakeResource, cat
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec(["raw", "records"], deps=[source_partitions], group_name="raw", kinds={"delta", "polars"},
-                     description="Tag records as read from their source, with a stable record id."),
-        dg.AssetSpec(["raw", "rejects"], deps=[source_partitions], group_name="raw", kinds={"delta", "polars"},
-                     description="Rows that could not be read or lack required fields, with the reason (quarantine)."),
+        dg.AssetSpec(
+            ["raw", "records"],
+            deps=[source_partitions],
+            group_name="raw",
+            kinds={"delta", "polars"},
+            description="Tag records as read from their source, with a stable record id.",
+        ),
+        dg.AssetSpec(
+            ["raw", "rejects"],
+            deps=[source_partitions],
+            group_name="raw",
+            kinds={"delta", "polars"},
+            description="Rows that could not be read or lack required fields, with the reason (quarantine).",
+        ),
     ],
     partitions_def=record_chunks,
     backfill_policy=backfill_policy,
@@ -78,10 +93,23 @@ def raw_records(context: dg.AssetExecutionContext, lake: LakeResource, catalog: 
     t = totals(stats, "rows_in", "records", "rejects")
     yield dg.MaterializeResult(
         asset_key=["raw", "records"],
-        metadata={"dagster/row_count": t["records"], **t, "per_partition": per_partition(stats), "preview": preview(last["records"].drop("file"))},
+        metadata={
+            "dagster/row_count": t["records"],
+            **t,
+            "per_partition": per_partition(stats),
+            "preview": preview(last["records"].drop("file")),
+        },
     )
-    reasons = last["rejects"].group_by("reason").len().sort("len", descending=True) if last["rejects"].height else pl.DataFrame({"reason": [], "len": []})
+    reasons = (
+        last["rejects"].group_by("reason").len().sort("len", descending=True)
+        if last["rejects"].height
+        else pl.DataFrame({"reason": [], "len": []})
+    )
     yield dg.MaterializeResult(
         asset_key=["raw", "rejects"],
-        metadata={"dagster/row_count": t["rejects"], "reasons_last_partition": preview(reasons, n=20), "preview": preview(last["rejects"].drop("file"))},
+        metadata={
+            "dagster/row_count": t["rejects"],
+            "reasons_last_partition": preview(reasons, n=20),
+            "preview": preview(last["rejects"].drop("file")),
+        },
     )

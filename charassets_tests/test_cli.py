@@ -1,0 +1,79 @@
+"""The command line on good and malformed input, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import polars as pl
+from click.testing import CliRunner
+
+from charassets.cli import main
+
+
+def test_extract_one_tag_string():
+    result = CliRunner().invoke(main, ["extract", "--tags", "1girl, solo, Long Hair, (blue eyes:1.2), gray hair, white dress, smile"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["status"] == "ok"
+    attrs = out["attributes"]
+    assert list(attrs)[:9] == ["Age", "Gender", "Ethnicity", "Hair Style", "Hair Color", "Hair Length", "Eye Color", "Body Type", "Dress"]
+    assert (attrs["Hair Color"]["value"], attrs["Hair Length"]["value"], attrs["Eye Color"]["value"], attrs["Gender"]["value"]) == (
+        "grey",
+        "long",
+        "blue",
+        "female",
+    )
+    assert attrs["Hair Color"]["evidence"] == ["grey_hair"] and 0 < attrs["Hair Color"]["confidence"] <= 1
+
+
+def test_extract_several_characters_and_empty_input():
+    runner = CliRunner()
+    multi = json.loads(runner.invoke(main, ["extract", "--tags", "2girls, multiple girls, long hair"]).output)
+    assert multi["status"] == "ambiguous" and multi["attributes"] is None and multi["subject_count"] == 2
+    empty = json.loads(runner.invoke(main, ["extract", "--tags", " , ,"]).output)
+    assert empty["status"] == "rejected" and empty["reason"] == "no tags"
+
+
+def test_extract_file_keeps_every_row_in_order(tmp_path):
+    src = tmp_path / "in.jsonl"
+    lines = [
+        json.dumps({"id": "a", "tags": "1girl, solo, pink hair, short hair, green eyes"}),
+        "{not json",
+        json.dumps({"id": "c", "tags": "2girls, multiple girls"}),
+        json.dumps({"id": "d", "tags": ""}),
+        json.dumps({"id": "e", "tags": "no humans, scenery"}),
+        json.dumps({"tags": "1boy"}),
+    ]
+    src.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(main, ["extract", "--input", str(src), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["ok", "rejected", "ambiguous", "rejected", "no_character", "rejected"]
+    assert [r["id"] for r in rows] == ["a", None, "c", "d", "e", None]
+    assert rows[0]["attributes"]["Hair Color"]["value"] == "pink"
+    assert rows[1]["reason"].startswith("invalid JSON") and rows[3]["reason"] == "no tags" and rows[5]["reason"].startswith("missing id")
+
+
+def test_extract_csv_and_parquet_through_the_installed_command(tmp_path):
+    csv = tmp_path / "in.csv"
+    csv.write_text('id,tags\n1,"1girl, blonde hair, twintails"\n2,ragged,row,extra\n')
+    out = subprocess.run(
+        [sys.executable, "-m", "charassets.cli", "extract", "--input", str(csv)], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [json.loads(x) for x in out.stdout.splitlines()]
+    assert [r["status"] for r in rows] == ["ok", "rejected"] and rows[0]["attributes"]["Hair Style"]["value"] == ["twintails"]
+    pq = tmp_path / "in.parquet"
+    pl.DataFrame({"id": [7], "tags": ["1boy, black hair, red eyes"]}).write_parquet(pq)
+    out = subprocess.run(
+        [sys.executable, "-m", "charassets.cli", "extract", "--input", str(pq)], capture_output=True, text=True, timeout=300
+    )
+    assert json.loads(out.stdout)["attributes"]["Eye Color"]["value"] == "red"
+
+
+def test_usage_errors_are_clear(tmp_path):
+    result = CliRunner().invoke(main, ["extract"])
+    assert result.exit_code != 0 and "exactly one of --tags or --input" in result.output

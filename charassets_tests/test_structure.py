@@ -1,0 +1,66 @@
+"""Architecture invariants: definitions load, domain has no Dagster, committed data is current."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from charassets.definitions import build_definitions
+from charassets.domain.demo import embedded_vocabulary_rows, generate
+from charassets.domain.ontology import Ontology
+from charassets.domain.schema import json_schema
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_definitions_load_with_groups_per_stage():
+    defs = build_definitions({"CHARASSETS_HOME": "/nonexistent-home"})
+    dg.Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
+    assert groups == {
+        "raw/source_partitions": "raw",
+        "raw/records": "raw",
+        "raw/rejects": "raw",
+        "clean/tags": "clean",
+        "labels/tag_attributes": "labels",
+        "marts/character_attributes": "marts",
+        "exports/character_attributes_files": "exports",
+    }
+    for key in graph.get_all_asset_keys():
+        assert graph.get(key).description, f"{key} has no description"
+
+
+def test_domain_imports_no_dagster():
+    modules = [f"charassets.domain.{p.stem}" for p in (ROOT / "charassets" / "domain").glob("*.py") if p.stem != "__init__"]
+    code = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in modules)
+        + "assert not any(m == 'dagster' or m.startswith('dagster.') for m in sys.modules), 'dagster imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_embedded_vocabulary_is_current():
+    committed = pl.read_csv(ROOT / "charassets" / "data" / "vocabulary.csv", has_header=False, infer_schema=False).fill_null("")
+    expected = [(t, str(c), str(n), a) for t, c, n, a in embedded_vocabulary_rows()]
+    assert committed.rows() == expected, "run `make vocab`"
+
+
+def test_json_schema_has_exactly_the_mission_keys():
+    schema = json_schema(Ontology.load())
+    attrs = schema["$defs"]["CharacterAttributes"]
+    assert attrs["required"] == ["Age", "Gender", "Ethnicity", "Hair Style", "Hair Color", "Hair Length", "Eye Color", "Body Type", "Dress"]
+    assert set(attrs["properties"]) - set(attrs["required"]) == {"Expression", "Accessories", "Scars", "Tattoos"}
+    assert schema["properties"]["status"]["enum"] == ["ok", "ambiguous", "no_character", "rejected"]
+
+
+def test_demo_generation_is_deterministic(tmp_path):
+    a, b = generate(tmp_path / "a", n=500, rows_per_partition=100), generate(tmp_path / "b", n=500, rows_per_partition=100)
+    for rel in ("ordered/part-00000.parquet", "danbooru/posts.jsonl"):
+        assert (a.parent / rel).read_bytes() == (b.parent / rel).read_bytes()
