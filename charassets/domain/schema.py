@@ -5,6 +5,7 @@ Keys are exactly the display names (``Hair Color``...); values are
 written next to the data for downstream training.
 """
 
+import gc
 import json
 from functools import lru_cache
 from typing import Any, Literal, Optional
@@ -105,15 +106,31 @@ def to_json_frame(mart: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
     )
 
 
-def validate_rows(json_frame: pl.DataFrame, ontology: Ontology) -> int:
-    """Validate every row against the model (in pydantic's Rust core, from JSON). Raises on the first bad row."""
-    adapter = TypeAdapter(list[record_model(ontology)])  # type: ignore[misc]
-    payload = json_frame.write_ndjson().strip().replace("\n", ",")
+@lru_cache(maxsize=8)
+def _list_adapter(ontology_path: str) -> TypeAdapter:
+    return TypeAdapter(list[_models(ontology_path)[1]])  # type: ignore[misc]
+
+
+def validate_rows(json_frame: pl.DataFrame, ontology: Ontology, batch: int = 5_000) -> int:
+    """Validate every row against the model (pydantic's Rust core, from JSON); raise on violations.
+
+    Slices of ``batch`` rows keep memory flat; the cyclic GC is paused meanwhile because
+    the validated objects are dropped at once and scanning them dominates otherwise.
+    """
+    adapter = _list_adapter(ontology.source)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
-        adapter.validate_json("[" + payload + "]")
-    except ValidationError as e:
-        first = "; ".join(f"row {err['loc'][0]} {'.'.join(map(str, err['loc'][1:]))}: {err['msg']}" for err in e.errors()[:3])
-        raise SchemaViolation(f"{e.error_count()} schema violations, first: {first}") from None
+        for start in range(0, json_frame.height, batch):
+            payload = json_frame.slice(start, batch).write_ndjson().strip().replace("\n", ",")
+            try:
+                adapter.validate_json("[" + payload + "]")
+            except ValidationError as e:
+                first = "; ".join(f"row {start + err['loc'][0]} {'.'.join(map(str, err['loc'][1:]))}: {err['msg']}" for err in e.errors()[:3])
+                raise SchemaViolation(f"{e.error_count()} schema violations, first: {first}") from None
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     return json_frame.height
 
 
