@@ -32,16 +32,31 @@ def main() -> None:
 
     t0 = time.perf_counter()
     if not (data / "sources.yaml").exists():
-        subprocess.run([sys.executable, "-m", "charassets.cli", "generate", "--records", str(args.records), "--out", str(data),
-                        "--rows-per-partition", str(args.rows_per_partition)], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "charassets.cli",
+                "generate",
+                "--records",
+                str(args.records),
+                "--out",
+                str(data),
+                "--rows-per-partition",
+                str(args.rows_per_partition),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     gen_s = time.perf_counter() - t0
     gen_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
-    import dagster as dg
     import shutil
 
-    from charassets.defs.runner import run_partitions
+    import dagster as dg
+
     from charassets.definitions import build_definitions
+    from charassets.defs.runner import run_partitions
 
     shutil.rmtree(lake_root, ignore_errors=True)
     env = {**os.environ, "CHARASSETS_SOURCES": str(data / "sources.yaml"), "CHARASSETS_LAKE": str(lake_root), "CHARASSETS_HOME": str(out)}
@@ -64,25 +79,50 @@ def main() -> None:
                     step_s[step] = step_s.get(step, 0.0) + ev.timestamp - starts[step]
     registry = lake.read("raw", "source_partitions")
     records = int(registry.get_column("row_count").sum())
-    tables = {f"{s}/{t}": lake.table_stats(s, t) for s, t in [("raw", "records"), ("raw", "rejects"), ("clean", "tags"), ("labels", "tag_attributes"),
-                                                              ("marts", "character_attributes")]}
+    tables = {
+        f"{s}/{t}": lake.table_stats(s, t)
+        for s, t in [
+            ("raw", "records"),
+            ("raw", "rejects"),
+            ("clean", "tags"),
+            ("labels", "tag_attributes"),
+            ("marts", "character_attributes"),
+        ]
+    }
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     stages = {k: {"seconds": round(v, 1), "records_per_s": round(records / v)} for k, v in step_s.items()}
     in_steps = sum(step_s.values())
 
-    print(f"\ncharassets bench: {records:,} records, {registry.height} partitions (largest {registry['row_count'].max():,} rows), "
-          f"{len(report.runs)} Dagster run(s), {os.cpu_count()} cores")
+    print(
+        f"\ncharassets bench: {records:,} records, {registry.height} partitions (largest {registry['row_count'].max():,} rows), "
+        f"{len(report.runs)} Dagster run(s), {os.cpu_count()} cores"
+    )
     print(f"generate: {gen_s:.1f}s (peak RSS {gen_rss:.0f} MB{', cached' if gen_s < 1 else ''})")
     print(f"{'stage':<34}{'seconds':>9}{'records/s':>12}")
     for k, v in stages.items():
         print(f"{k:<34}{v['seconds']:>9}{v['records_per_s']:>12,}")
-    print(f"register {report.seconds['register']}s; steps {in_steps:.1f}s of {wall:.1f}s wall: Dagster outside steps {100 * (wall - in_steps) / wall:.1f}%")
+    print(
+        f"register {report.seconds['register']}s; steps {in_steps:.1f}s of {wall:.1f}s wall: Dagster outside steps {100 * (wall - in_steps) / wall:.1f}%"
+    )
     for name, st in tables.items():
         print(f"{name:<34}{st['files']:>5} files {st['bytes'] / 1e6:>9.1f} MB  (version {st['version']})")
     print(f"peak RSS (pipeline process): {peak:.0f} MB")
-    print(json.dumps({"records": records, "partitions": registry.height, "wall_s": round(wall, 1), "records_per_s": round(records / wall),
-                      "peak_rss_mb": round(peak), "generate_s": round(gen_s, 1), "generate_peak_rss_mb": round(gen_rss),
-                      "dagster_overhead_pct": round(100 * (wall - in_steps) / wall, 1), "stages": stages, "tables": tables}))
+    print(
+        json.dumps(
+            {
+                "records": records,
+                "partitions": registry.height,
+                "wall_s": round(wall, 1),
+                "records_per_s": round(records / wall),
+                "peak_rss_mb": round(peak),
+                "generate_s": round(gen_s, 1),
+                "generate_peak_rss_mb": round(gen_rss),
+                "dagster_overhead_pct": round(100 * (wall - in_steps) / wall, 1),
+                "stages": stages,
+                "tables": tables,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -41,12 +41,13 @@ def demo(records: int | None) -> None:
 @main.command()
 @click.option("--partition", "partitions", multiple=True, help="partition key (repeatable); default: all registered")
 @click.option("--per-run", type=int, default=None, help="partitions per Dagster run")
-def run(partitions: tuple[str, ...], per_run: int | None) -> None:
+@click.option("--missing", is_flag=True, help="only partitions not materialized yet (e.g. new files)")
+def run(partitions: tuple[str, ...], per_run: int | None, missing: bool) -> None:
     """Register the configured sources and materialize partitions (a backfill, no daemon needed)."""
-    _run(list(partitions) or None, per_run)
+    _run(list(partitions) or None, per_run, missing)
 
 
-def _run(partitions: list[str] | None, per_run: int | None = None) -> None:
+def _run(partitions: list[str] | None, per_run: int | None = None, only_missing: bool = False) -> None:
     _dagster_home()
     import dagster as dg
 
@@ -57,7 +58,7 @@ def _run(partitions: list[str] | None, per_run: int | None = None) -> None:
     defs = build_definitions()
     t0 = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
-        report = run_partitions(defs, instance, partitions, per_run or PARTITIONS_PER_RUN)
+        report = run_partitions(defs, instance, partitions, per_run or PARTITIONS_PER_RUN, only_missing=only_missing)
     lake = defs.resources["lake"].lake()  # type: ignore[union-attr]
     status = lake.scan("marts", "character_attributes").group_by("status").len().sort("status").collect()
     click.echo(f"\nMaterialized {len(report.partitions)} partitions in {len(report.runs)} run(s), {time.perf_counter() - t0:.1f}s")

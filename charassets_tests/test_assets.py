@@ -108,3 +108,25 @@ def test_bad_schema_rows_fail_the_partition_instead_of_landing(setup, monkeypatc
     with pytest.raises(dg.Failure, match="schema violations"):
         run_partitions(defs, instance, partitions=[next(iter(before))], log_level="CRITICAL")
     assert snapshot(lake)[("marts", "character_attributes")] == before
+
+
+def test_a_new_file_adds_partitions_and_recomputes_nothing_else(tmp_path):
+    sources = generate(tmp_path / "demo", n=1200, rows_per_partition=500)
+    env = {"CHARASSETS_SOURCES": str(sources), "CHARASSETS_LAKE": str(tmp_path / "lake"), "CHARASSETS_HOME": str(tmp_path)}
+    defs = build_definitions(env)
+    lake = defs.resources["lake"].lake()
+    with dg.DagsterInstance.ephemeral() as instance:
+        first = run_partitions(defs, instance, log_level="WARNING")
+        versions = {t: lake.table_stats(*t)["version"] for t in TABLES}
+        again = run_partitions(defs, instance, log_level="WARNING", only_missing=True)
+        assert again.partitions == [] and {t: lake.table_stats(*t)["version"] for t in TABLES} == versions
+        pl.DataFrame({"id": [1, 2, 3], "tags": ["1girl, red hair", "1boy", None]}).write_parquet(
+            sources.parent / "ordered" / "part-99999.parquet"
+        )
+        new = run_partitions(defs, instance, log_level="WARNING", only_missing=True)
+    assert len(new.partitions) == 1 and new.partitions[0] not in first.partitions
+    counts = lake.partition_counts("marts", "character_attributes")
+    assert counts[new.partitions[0]] == 3 and len(counts) == len(first.partitions) + 1
+    assert (
+        lake.table_stats("marts", "character_attributes")["version"] == versions[("marts", "character_attributes")] + 1
+    )  # one write: the new partition

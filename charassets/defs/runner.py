@@ -14,6 +14,7 @@ import dagster as dg
 
 from charassets.defs.partitions import PARTITIONS_PER_RUN, record_chunks
 
+FINAL_ASSET = dg.AssetKey(["exports", "character_attributes_files"])
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
@@ -43,13 +44,20 @@ def run_partitions(
     partitions: list[str] | None = None,
     per_run: int = PARTITIONS_PER_RUN,
     log_level: str = "INFO",
+    only_missing: bool = False,
 ) -> RunReport:
-    """Register sources, then run ``character_pipeline`` over ``partitions`` (default: all)."""
+    """Register sources, then run ``character_pipeline`` over ``partitions`` (default: all).
+
+    ``only_missing`` skips partitions the final table already has (new files only).
+    """
     report = RunReport()
     t0 = time.perf_counter()
     known = register(defs, instance)
     report.seconds["register"] = round(time.perf_counter() - t0, 3)
     wanted = known if partitions is None else [k for k in known if k in set(partitions)]
+    if only_missing:
+        done = instance.get_materialized_partitions(FINAL_ASSET)
+        wanted = [k for k in wanted if k not in done]
     unknown = sorted(set(partitions or []) - set(known))
     if unknown:
         raise ValueError(f"unknown partitions: {unknown[:5]}")

@@ -126,7 +126,9 @@ def validate_rows(json_frame: pl.DataFrame, ontology: Ontology, batch: int = 5_0
             try:
                 adapter.validate_json("[" + payload + "]")
             except ValidationError as e:
-                first = "; ".join(f"row {start + err['loc'][0]} {'.'.join(map(str, err['loc'][1:]))}: {err['msg']}" for err in e.errors()[:3])
+                first = "; ".join(
+                    f"row {start + err['loc'][0]} {'.'.join(map(str, err['loc'][1:]))}: {err['msg']}" for err in e.errors()[:3]
+                )
                 raise SchemaViolation(f"{e.error_count()} schema violations, first: {first}") from None
     finally:
         if gc_was_enabled:
