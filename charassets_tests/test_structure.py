@@ -64,3 +64,15 @@ def test_demo_generation_is_deterministic(tmp_path):
     a, b = generate(tmp_path / "a", n=500, rows_per_partition=100), generate(tmp_path / "b", n=500, rows_per_partition=100)
     for rel in ("ordered/part-00000.parquet", "danbooru/posts.jsonl"):
         assert (a.parent / rel).read_bytes() == (b.parent / rel).read_bytes()
+
+
+def test_workspace_and_pyproject_name_the_same_code_location():
+    """`dagster dev` and `dagster job backfill -w workspace.yaml` must agree, or queued runs cannot launch."""
+    import tomllib
+
+    import yaml
+
+    workspace = yaml.safe_load((ROOT / "workspace.yaml").read_text())["load_from"][0]["python_module"]
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["dagster"]
+    assert workspace["location_name"] == tool["code_location_name"]
+    assert workspace["module_name"] == tool["module_name"]
