@@ -4,7 +4,9 @@ Environment (all optional): ``CHARASSETS_HOME`` (default ``./.charassets``),
 ``CHARASSETS_LAKE`` (lake root URI, default ``$CHARASSETS_HOME/lake``),
 ``CHARASSETS_SOURCES`` (sources YAML; default: the generated demo dataset),
 ``CHARASSETS_VOCABULARY`` / ``CHARASSETS_TAG_ALIASES`` (tag vocabulary CSVs),
-``CHARASSETS_ONTOLOGY`` (attribute ontology YAML), ``CHARASSETS_DEMO_RECORDS``.
+``CHARASSETS_ONTOLOGY`` (attribute ontology YAML), ``CHARASSETS_DEMO_RECORDS``,
+``CHARASSETS_EMBEDDER`` (``minilm`` | ``hashing:<dim>`` | ``hf:<id or path>``), ``CHARASSETS_EMBED_MODE``
+(``pooled`` | ``full``), ``CHARASSETS_DEVICE``, ``MLFLOW_TRACKING_URI`` (default: sqlite under the home).
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import dagster as dg
 from charassets.defs import checks
 from charassets.defs.clean.assets import tags
 from charassets.defs.exports.assets import character_attributes_files
-from charassets.defs.jobs import character_pipeline, register_sources
+from charassets.defs.features.assets import embeddings
+from charassets.defs.jobs import character_pipeline, register_sources, train_heads
 from charassets.defs.labels.assets import tag_attributes
 from charassets.defs.marts.assets import character_attributes
+from charassets.defs.models.assets import attribute_heads
 from charassets.defs.raw.assets import raw_records, source_partitions
-from charassets.defs.resources import DEMO_RECORDS, CatalogResource, LakeResource
+from charassets.defs.resources import DEMO_RECORDS, CatalogResource, EmbedderResource, LakeResource, MlflowResource
 from charassets.domain.ontology import DEFAULT_ONTOLOGY
 
 
@@ -43,17 +47,36 @@ def resources_from_env(env: dict[str, str] | None = None) -> dict[str, dg.Config
             aliases_path=env.get("CHARASSETS_TAG_ALIASES"),
             ontology_path=env.get("CHARASSETS_ONTOLOGY", str(DEFAULT_ONTOLOGY)),
         ),
+        "embedder": EmbedderResource(
+            spec=env.get("CHARASSETS_EMBEDDER", "minilm"),
+            batch_size=int(env.get("CHARASSETS_EMBED_BATCH", "128")),
+            device=env.get("CHARASSETS_DEVICE", "cpu"),
+            mode=env.get("CHARASSETS_EMBED_MODE", "pooled"),
+        ),
+        "mlflow_store": MlflowResource(
+            tracking_uri=env.get("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}"),
+            artifact_root=None if "MLFLOW_TRACKING_URI" in env else str(home / "mlartifacts"),
+        ),
     }
 
 
-ASSETS = [source_partitions, raw_records, tags, tag_attributes, character_attributes, character_attributes_files]
+ASSETS = [
+    source_partitions,
+    raw_records,
+    tags,
+    tag_attributes,
+    embeddings,
+    character_attributes,
+    character_attributes_files,
+    attribute_heads,
+]
 
 
 def build_definitions(env: dict[str, str] | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=[checks.row_accounting_all_partitions],
-        jobs=[register_sources, character_pipeline],
+        jobs=[register_sources, character_pipeline, train_heads],
         resources=resources_from_env(env),
         # one process per run: partitions are processed in turn inside it (see defs/partitions.py)
         executor=dg.in_process_executor,

@@ -11,9 +11,17 @@ register_sources = dg.define_asset_job(
     selection=dg.AssetSelection.assets(["raw", "source_partitions"]),
     description="Find new source files and add their chunks as partitions.",
 )
+PER_RECORD = dg.AssetSelection.groups("raw", "clean", "labels", "features", "marts", "exports") - dg.AssetSelection.assets(
+    ["raw", "source_partitions"]
+)
 character_pipeline = dg.define_asset_job(
     "character_pipeline",
-    selection=dg.AssetSelection.all() - dg.AssetSelection.assets(["raw", "source_partitions"]),
+    selection=PER_RECORD,
     partitions_def=record_chunks,
     description="Raw records to exported attribute table, for the selected partitions.",
+)
+train_heads = dg.define_asset_job(
+    "train_heads",
+    selection=dg.AssetSelection.groups("models"),
+    description="Train the attribute heads on every materialized partition and gate the champions.",
 )

@@ -75,3 +75,30 @@ class CatalogResource(dg.ConfigurableResource):
 
     def ontology(self) -> Ontology:
         return _ontology(self.ontology_path)
+
+
+@lru_cache(maxsize=4)
+def _embedder(spec: str, batch_size: int, device: str):
+    from charassets.domain.embedders import make_embedder
+
+    return make_embedder(spec, batch_size=batch_size, device=device)
+
+
+class EmbedderResource(dg.ConfigurableResource):
+    """Which text embedder makes record vectors: ``minilm`` (offline default), ``hashing[:dim]``, or ``hf:<id or path>``."""
+
+    spec: str = "minilm"
+    batch_size: int = 128
+    device: str = "cpu"
+    mode: str = "pooled"  # or "full": encode each record's whole tag list
+
+    def embedder(self):
+        return _embedder(self.spec, self.batch_size, self.device)
+
+
+class MlflowResource(dg.ConfigurableResource):
+    """MLflow tracking and registry: a server URI, or the embedded sqlite store under the project home."""
+
+    tracking_uri: str
+    artifact_root: str | None = None
+    experiment: str = "charassets-attribute-heads"

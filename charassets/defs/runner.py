@@ -81,3 +81,11 @@ def run_partitions(
         report.partitions += batch
     report.seconds["pipeline"] = round(time.perf_counter() - t1, 3)
     return report
+
+
+def train(
+    defs: dg.Definitions, instance: dg.DagsterInstance, log_level: str = "INFO", run_config: dict | None = None
+) -> dg.ExecuteInProcessResult:
+    """Run ``train_heads`` (every materialized partition feeds it)."""
+    config = {**_log_config(log_level), **(run_config or {})}
+    return defs.resolve_job_def("train_heads").execute_in_process(instance=instance, run_config=config, raise_on_error=True)

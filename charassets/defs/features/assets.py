@@ -1,0 +1,103 @@
+"""Features stage: record vectors from cached per-tag embeddings."""
+
+import dagster as dg
+import numpy as np
+import polars as pl
+
+from charassets.defs.metadata import per_partition
+from charassets.defs.partitions import backfill_policy, for_each_partition, record_chunks
+from charassets.defs.resources import CatalogResource, EmbedderResource, LakeResource
+from charassets.domain.features import TagVectorCache, content_hashes, encode_full, feature_tags, pool
+
+TAG_VECTORS = ("features", "tag_vectors")
+
+
+def load_tag_cache(table, embedder) -> TagVectorCache:
+    known = table.scan(*TAG_VECTORS).filter(pl.col("embedder") == embedder.id).collect() if table.exists(*TAG_VECTORS) else None
+    return TagVectorCache(embedder, known)
+
+
+def save_tag_cache(table, cache: TagVectorCache) -> int:
+    """Append the newly encoded tag vectors (readers de-duplicate by tag, so a race only costs a duplicate)."""
+    new = cache.new_frame()
+    if new.height:
+        from deltalake import write_deltalake
+
+        write_deltalake(table.uri(*TAG_VECTORS), new.to_arrow(), mode="append", storage_options=table.storage_options or None)
+        cache.new_rows.clear()
+    return new.height
+
+
+@dg.asset(
+    key=["features", "embeddings"],
+    deps=[dg.AssetKey(["clean", "tags"])],
+    group_name="features",
+    partitions_def=record_chunks,
+    backfill_policy=backfill_policy,
+    kinds={"delta", "torch"},
+)
+def embeddings(
+    context: dg.AssetExecutionContext, lake: LakeResource, catalog: CatalogResource, embedder: EmbedderResource
+) -> dg.MaterializeResult:
+    """One vector per record: the IDF-weighted mean of its tags' embeddings (each tag embedded once), reused while its tags are unchanged."""
+    table = lake.lake()
+    model = embedder.embedder()
+    vocabulary = catalog.vocabulary()
+    cache = load_tag_cache(table, model)
+
+    def work(key: str) -> dict:
+        clean = table.read("clean", "tags", [key])
+        tags = feature_tags(clean)
+        hashes = content_hashes(tags, model.id, embedder.mode)
+        frame = clean.select("record_id", "partition").with_columns(hashes.alias("content_hash"))
+        previous = (
+            table.read("features", "embeddings", [key]).select("content_hash", "weight_sum", "vector").unique("content_hash")
+            if table.exists("features", "embeddings")
+            else pl.DataFrame(schema={"content_hash": pl.String, "weight_sum": pl.Float32, "vector": pl.List(pl.Float32)})
+        )
+        reused = frame.join(previous, on="content_hash", how="inner")
+        todo = frame.join(previous.select("content_hash"), on="content_hash", how="anti")
+        todo_tags = tags.filter(frame.get_column("content_hash").is_in(todo.get_column("content_hash").to_list()).to_numpy())
+        before = len(cache.index)
+        if embedder.mode == "full":
+            vectors, sums = encode_full(todo_tags, model), todo_tags.list.len().cast(pl.Float32).to_numpy()
+        else:
+            vectors, sums = pool(todo_tags, cache, vocabulary)
+        computed = todo.with_columns(pl.Series("weight_sum", sums, dtype=pl.Float32), _as_list_column(vectors))
+        out = pl.concat([reused.select(computed.columns), computed]).with_columns(pl.lit(model.id).alias("embedder"))
+        out = frame.select("record_id").join(out, on="record_id", how="left", maintain_order="left")
+        table.write_partitions("features", "embeddings", out, [key])
+        tags_encoded = len(cache.index) - before
+        save_tag_cache(table, cache)
+        return {"records": out.height, "vectors_computed": computed.height, "vectors_reused": reused.height, "tags_encoded": tags_encoded}
+
+    stats = for_each_partition(context, work)
+    dim = model.dim
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": sum(s["records"] for s in stats),
+            "embedder": model.id,
+            "mode": embedder.mode,
+            "dim": dim,
+            "vectors_computed": sum(s["vectors_computed"] for s in stats),
+            "vectors_reused": sum(s["vectors_reused"] for s in stats),
+            "tags_encoded": sum(s["tags_encoded"] for s in stats),
+            "tags_cached": len(cache.index),
+            "records_per_s_embedding": round(sum(s["records"] for s in stats) / max(1e-9, sum(s["seconds"] for s in stats))),
+            "per_partition": per_partition(stats),
+        }
+    )
+
+
+def _as_list_column(vectors: np.ndarray) -> pl.Series:
+    """Delta stores vectors as list<float32> (it refuses fixed-size lists); in memory they are fixed-size rows."""
+    if len(vectors) == 0:
+        return pl.Series("vector", [], dtype=pl.List(pl.Float32))
+    return pl.Series("vector", np.ascontiguousarray(vectors, dtype=np.float32)).cast(pl.List(pl.Float32))
+
+
+def read_vectors(table, partitions: list[str] | None = None) -> tuple[pl.DataFrame, np.ndarray]:
+    """Embeddings of some partitions as (frame without vectors, float32 matrix)."""
+    df = table.read("features", "embeddings", partitions)
+    mat = np.asarray(df.get_column("vector").to_list(), dtype=np.float32) if df.height else np.zeros((0, 0), dtype=np.float32)
+    return df.drop("vector"), mat

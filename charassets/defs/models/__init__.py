@@ -1,0 +1,1 @@
+"""Assets of the models stage."""

@@ -1,0 +1,198 @@
+"""Models stage: attribute heads trained on record vectors, versioned in MLflow."""
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import polars as pl
+
+from charassets.defs.features.assets import load_tag_cache
+from charassets.defs.metadata import preview
+from charassets.defs.resources import CatalogResource, EmbedderResource, LakeResource, MlflowResource
+from charassets.domain import model_registry as registry
+from charassets.domain.features import tag_weights
+from charassets.domain.heads import HeadConfig, evaluate
+from charassets.domain.training import field_candidates, merge_candidates, plots, train_field
+
+GATE = "challenger_beats_champion"
+
+
+class HeadTraining(dg.Config):
+    """Hyperparameters for a training run of the heads (editable in the UI's launchpad)."""
+
+    per_class: int = 2000
+    hidden: int = 128
+    epochs: int = 40
+    lr: float = 3e-3
+    fields: list[str] = []  # display names or keys; empty: every closed single-valued field
+
+
+def _flat_metrics(result) -> dict[str, float]:
+    m = {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}
+    m.update({f"baseline_{k}_macro_f1": v for k, v in result.baselines.items()})
+    for cls, st in result.metrics["per_class"].items():
+        safe = "".join(ch if ch.isalnum() else "_" for ch in cls)
+        m[f"f1_{safe}"] = float(st["f1-score"])
+        m[f"recall_{safe}"] = float(st["recall"])
+    return m
+
+
+@dg.asset(
+    key=["models", "attribute_heads"],
+    deps=[dg.AssetKey(["labels", "tag_attributes"]), dg.AssetKey(["features", "embeddings"])],
+    group_name="models",
+    kinds={"torch", "mlflow"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            GATE,
+            asset=["models", "attribute_heads"],
+            blocking=True,
+            description="each new head version takes the `champion` alias only if it beats the current champion on the same validation records",
+        )
+    ],
+)
+def attribute_heads(
+    context: dg.AssetExecutionContext,
+    config: HeadTraining,
+    lake: LakeResource,
+    catalog: CatalogResource,
+    embedder: EmbedderResource,
+    mlflow_store: MlflowResource,
+):
+    """One classifier per attribute, trained on rule labels across all partitions (bounded sample), each run an MLflow model version."""
+    table = lake.lake()
+    ontology, vocabulary, model = catalog.ontology(), catalog.vocabulary(), embedder.embedder()
+    wanted = set(config.fields)
+    fields = [f for f in ontology.fields if f.cardinality == "single" and f.values and (not wanted or wanted & {f.name, f.key})]
+    partitions = sorted(set(table.partition_counts("labels", "tag_attributes")) & set(table.partition_counts("features", "embeddings")))
+    if not partitions:
+        raise dg.Failure("no partition has both labels and embeddings: materialize the record assets first")
+    cands: dict[str, pl.DataFrame | None] = {f.key: None for f in fields}
+    for key in partitions:
+        labels = table.read("labels", "tag_attributes", [key])
+        for f in fields:
+            cands[f.key] = merge_candidates(cands[f.key], field_candidates(labels, f, config.per_class), config.per_class)
+    ids = pl.concat([c.select("record_id") for c in cands.values() if c is not None]).unique()
+    emb = pl.concat([table.scan("features", "embeddings", [k]).join(ids.lazy(), on="record_id", how="semi").collect() for k in partitions])
+    cache = load_tag_cache(table, model)
+    weights = dict(zip(list(cache.index), tag_weights(list(cache.index), vocabulary).tolist(), strict=True))
+    registry.configure(mlflow_store.tracking_uri, mlflow_store.experiment, mlflow_store.artifact_root)
+    data_tags = {
+        "embedder": model.id,
+        "partitions": str(len(partitions)),
+        "partitions_digest": hashlib.sha1(",".join(partitions).encode()).hexdigest()[:12],
+        "delta_version_labels": str(table.table_stats("labels", "tag_attributes")["version"]),
+        "delta_version_embeddings": str(table.table_stats("features", "embeddings")["version"]),
+        "dagster_run_id": context.run_id,
+    }
+    head_config = HeadConfig(hidden=config.hidden, epochs=config.epochs, lr=config.lr)
+    summary, gate_rows, skipped = [], [], {}
+    for f in fields:
+        cand = cands[f.key]
+        joined = cand.join(emb, on="record_id", how="inner") if cand is not None else None
+        result = None
+        if joined is not None and joined.height:
+            vectors = np.asarray(joined.get_column("vector").to_list(), dtype=np.float32)
+            result = train_field(f, joined, vectors, joined.get_column("weight_sum").to_numpy(), cache, weights, head_config)
+        if result is None:
+            skipped[f.name] = "fewer than two classes with enough labels"
+            continue
+        beats_majority = result.metrics["macro_f1"] > result.baselines["majority"]
+        with tempfile.TemporaryDirectory() as tmp:
+            files = plots(result, Path(tmp))
+            report = Path(tmp) / "report.json"
+            report.write_text(
+                json.dumps({"metrics": result.metrics, "baselines": result.baselines, "label_counts": result.label_counts}, indent=2)
+            )
+            files["report"] = str(report)
+            logged = registry.log_head(
+                result.head,
+                f.key,
+                params={
+                    "field": f.name,
+                    "n_train": result.n_train,
+                    "n_val": result.n_val,
+                    "classes": ",".join(result.head.classes),
+                    "per_class_cap": config.per_class,
+                    **{f"head_{k}": v for k, v in head_config.__dict__.items()},
+                },
+                metrics=_flat_metrics(result),
+                tags={**data_tags, "beats_majority": str(beats_majority).lower()},
+                files=files,
+            )
+        gate = _champion_gate(f.key, logged, result)
+        gate_rows.append({"field": f.name, **gate})
+        summary.append(
+            {
+                "field": f.name,
+                "version": logged.version,
+                "macro_f1": round(result.metrics["macro_f1"], 4),
+                "majority": round(result.baselines["majority"], 4),
+                "character_rule": round(result.baselines["character_rule"], 4),
+                "beats_majority": beats_majority,
+                "threshold": round(result.head.threshold, 3),
+                "coverage_at_threshold": round(result.metrics["coverage_at_threshold"], 3),
+                "n_train": result.n_train,
+                "n_val": result.n_val,
+                "champion": gate["champion_version"],
+            }
+        )
+        context.log.info(
+            f"{f.name}: macro-F1 {result.metrics['macro_f1']:.3f} (majority {result.baselines['majority']:.3f}), {gate['decision']}"
+        )
+    flagged = [s["field"] for s in summary if not s["beats_majority"]]
+    lost = [g for g in gate_rows if not g["promoted"]]
+    yield dg.MaterializeResult(
+        metadata={
+            "heads": preview(pl.DataFrame(summary), n=50) if summary else "none trained",
+            "macro_f1": dg.MetadataValue.json({s["field"]: s["macro_f1"] for s in summary}),
+            "baselines": dg.MetadataValue.json(
+                {s["field"]: {"majority": s["majority"], "character_rule": s["character_rule"]} for s in summary}
+            ),
+            "not_better_than_majority": dg.MetadataValue.json(flagged),
+            "skipped": dg.MetadataValue.json(skipped),
+            "partitions_seen": len(partitions),
+            "mlflow_tracking_uri": mlflow_store.tracking_uri,
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=GATE,
+                passed=not lost,
+                severity=dg.AssetCheckSeverity.WARN,  # a losing challenger is recorded; the champion stays in service
+                metadata={"comparisons": preview(pl.DataFrame(gate_rows), n=50) if gate_rows else "none"},
+            )
+        ],
+    )
+
+
+def _champion_gate(field_key: str, logged: "registry.LoggedHead", result) -> dict:
+    """Promote the new version if there is no comparable champion or it beats the champion on the same validation rows."""
+    current = registry.champion(field_key)
+    new_f1 = result.metrics["macro_f1"]
+    if current is None:
+        decision, promoted, old_f1 = "first version: champion", True, None
+    else:
+        old = registry.load_head(current[1])
+        if old.classes != result.head.classes or old.dim != result.head.dim:
+            decision, promoted, old_f1 = "champion not comparable (classes or embedder changed): challenger promoted", True, None
+        else:
+            old_f1 = evaluate(old.classes, result.val_y, old.predict_proba(result.val_x).argmax(1))["macro_f1"]
+            promoted = new_f1 > old_f1
+            decision = f"challenger {new_f1:.4f} vs champion v{current[0]} {old_f1:.4f}: " + ("promoted" if promoted else "champion kept")
+    if promoted:
+        registry.promote(field_key, logged.version)
+    registry.record_comparison(
+        field_key, logged.version, {"gate_decision": decision, "champion_macro_f1_same_val": old_f1, "macro_f1": new_f1}
+    )
+    champ = registry.champion(field_key)
+    return {
+        "version": logged.version,
+        "promoted": promoted,
+        "challenger_macro_f1": round(new_f1, 4),
+        "champion_macro_f1": None if old_f1 is None else round(old_f1, 4),
+        "champion_version": champ[0] if champ else None,
+        "decision": decision,
+    }

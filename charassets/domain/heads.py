@@ -1,0 +1,192 @@
+"""Attribute heads: one small torch classifier per attribute, trained on record vectors.
+
+The rule labels are weak supervision. A head for field F sees a record's vector with the
+tags that *are* F's evidence removed (``masked_features``), so it learns what the rest
+of the record says about F (the character, the series, the outfit) and can fill F where
+the rules found nothing. Class imbalance is handled with inverse-frequency class weights;
+the confidence threshold is chosen on validation data. Weights are saved as safetensors
+with a JSON config: loading a head never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+import torch
+from safetensors.torch import load_file, save_file
+from sklearn.metrics import classification_report, confusion_matrix, f1_score
+from torch import nn
+
+TARGET_PRECISION = 0.9
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Hyperparameters of one head (``hidden=0`` is a linear head)."""
+
+    hidden: int = 128
+    epochs: int = 40
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 1024
+    dropout: float = 0.1
+    seed: int = 0
+
+
+class AttributeHead(nn.Module):
+    def __init__(self, dim: int, n_classes: int, config: HeadConfig):
+        super().__init__()
+        if config.hidden:
+            self.net = nn.Sequential(
+                nn.Linear(dim, config.hidden), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(config.hidden, n_classes)
+            )
+        else:
+            self.net = nn.Linear(dim, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+@dataclass
+class TrainedHead:
+    """A head with everything needed to use and judge it."""
+
+    field: str
+    classes: list[str]
+    dim: int
+    config: HeadConfig
+    module: AttributeHead
+    threshold: float = 0.0
+    meta: dict = field(default_factory=dict)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        self.module.eval()
+        with torch.inference_mode():
+            return torch.softmax(self.module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))), dim=1).numpy()
+
+    def save(self, directory: str | Path) -> Path:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.module.state_dict().items()}, str(d / "weights.safetensors"))
+        (d / "config.json").write_text(
+            json.dumps(
+                {
+                    "field": self.field,
+                    "classes": self.classes,
+                    "dim": self.dim,
+                    "threshold": self.threshold,
+                    "config": asdict(self.config),
+                    "meta": self.meta,
+                },
+                indent=2,
+            )
+        )
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> TrainedHead:
+        d = Path(directory)
+        cfg = json.loads((d / "config.json").read_text())
+        config = HeadConfig(**cfg["config"])
+        module = AttributeHead(cfg["dim"], len(cfg["classes"]), config)
+        module.load_state_dict(load_file(str(d / "weights.safetensors")))
+        return cls(cfg["field"], cfg["classes"], cfg["dim"], config, module, cfg["threshold"], cfg.get("meta", {}))
+
+
+def stable_split(record_ids: list[str], labels: list[str], every: int = 5) -> np.ndarray:
+    """Boolean mask of validation rows: within each class, every ``every``-th record by hash of its id.
+
+    Stable (a record stays on its side as data grows) and stratified (each class is split alike).
+    """
+    df = pl.DataFrame({"id": record_ids, "y": labels}).with_row_index("i")
+    df = df.with_columns(
+        pl.col("id").map_elements(lambda s: hashlib.blake2b(s.encode(), digest_size=8).hexdigest(), return_dtype=pl.String).alias("h")
+    )
+    df = df.sort("y", "h").with_columns((pl.int_range(pl.len()).over("y") % every == every - 1).alias("val"))
+    mask = np.zeros(len(record_ids), dtype=bool)
+    mask[df.filter("val").get_column("i").to_numpy()] = True
+    return mask
+
+
+def train_head(field: str, x: np.ndarray, labels: list[str], config: HeadConfig = HeadConfig()) -> TrainedHead:
+    """Train with inverse-frequency class weights (the label space is long-tailed)."""
+    torch.manual_seed(config.seed)
+    classes = sorted(set(labels))
+    index = {c: i for i, c in enumerate(classes)}
+    y = torch.tensor([index[v] for v in labels])
+    counts = torch.bincount(y, minlength=len(classes)).float()
+    weights = counts.sum() / (len(classes) * counts.clamp(min=1))
+    module = AttributeHead(x.shape[1], len(classes), config)
+    opt = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    loss_fn = nn.CrossEntropyLoss(weight=weights)
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    gen = torch.Generator().manual_seed(config.seed)
+    module.train()
+    for _ in range(config.epochs):
+        for batch in torch.randperm(len(y), generator=gen).split(config.batch_size):
+            opt.zero_grad()
+            loss_fn(module(xt[batch]), y[batch]).backward()
+            opt.step()
+    return TrainedHead(field, classes, x.shape[1], config, module)
+
+
+def choose_threshold(proba: np.ndarray, y_true: np.ndarray, target_precision: float = TARGET_PRECISION) -> tuple[float, float, float]:
+    """Lowest confidence at which accepted predictions reach ``target_precision`` on validation data.
+
+    Returns (threshold, precision, coverage); if no threshold reaches the target, the one
+    with the best precision (with at least 1% coverage).
+    """
+    conf, pred = proba.max(1), proba.argmax(1)
+    best = (1.0, 0.0, 0.0)
+    for t in np.unique(np.round(conf, 3)):
+        keep = conf >= t
+        if keep.mean() < 0.01:
+            continue
+        precision = float((pred[keep] == y_true[keep]).mean())
+        if precision >= target_precision:
+            return float(t), precision, float(keep.mean())
+        if precision > best[1]:
+            best = (float(t), precision, float(keep.mean()))
+    return best
+
+
+def evaluate(classes: list[str], y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """Per-class precision/recall/F1/support, macro-F1, raw and row-normalised confusion matrices."""
+    labels = list(range(len(classes)))
+    report = classification_report(y_true, y_pred, labels=labels, target_names=classes, output_dict=True, zero_division=0)
+    cm = confusion_matrix(y_true, y_pred, labels=labels)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    return {
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "accuracy": float((y_true == y_pred).mean()) if len(y_true) else 0.0,
+        "per_class": {c: {k: report[c][k] for k in ("precision", "recall", "f1-score", "support")} for c in classes},
+        "confusion": cm.tolist(),
+        "confusion_normalized": np.round(norm, 4).tolist(),
+    }
+
+
+def masked_features(pooled: np.ndarray, weight_sums: np.ndarray, evidence: list[list[str]], cache, weights: dict[str, float]) -> np.ndarray:
+    """Each record's vector with its evidence tags for one field taken out of the weighted mean."""
+    rows, cols, vals = [], [], []
+    for i, tags in enumerate(evidence):
+        for t in tags or []:
+            j = cache.index.get(t)
+            if j is not None:
+                rows.append(i)
+                cols.append(j)
+                vals.append(weights.get(t, 1.0))
+    if not rows:
+        return pooled
+    m = sp.csr_matrix((np.asarray(vals, dtype=np.float32), (rows, cols)), shape=(len(evidence), cache.matrix.shape[0]))
+    removed_w = np.asarray(m.sum(axis=1)).ravel()
+    total = pooled * weight_sums[:, None] - np.asarray(m @ cache.matrix)
+    remaining = np.maximum(weight_sums - removed_w, 1e-12)
+    out = total / remaining[:, None]
+    out[weight_sums - removed_w <= 1e-6] = 0.0  # nothing left but the evidence
+    return out.astype(np.float32)

@@ -1,0 +1,135 @@
+"""Training data and evaluation for attribute heads, across partitions with bounded memory.
+
+Sampling is a per-class bottom-k by hash of the record id: each partition contributes its
+k smallest hashes per class, merged and trimmed to k again, so the sample is uniform
+within each class, deterministic, and never larger than k x classes whatever the data size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from charassets.domain.heads import HeadConfig, TrainedHead, choose_threshold, evaluate, masked_features, stable_split, train_head
+from charassets.domain.ontology import FieldSpec
+
+MIN_PER_CLASS = 10
+
+
+def _hash(s: str) -> str:
+    return hashlib.blake2b(s.encode(), digest_size=8).hexdigest()
+
+
+def field_candidates(labels: pl.DataFrame, spec: FieldSpec, per_class: int) -> pl.DataFrame:
+    """This partition's bottom-k records per class: record_id, partition, label, evidence, characters, hash."""
+    value = pl.col(spec.key).struct.field("value")
+    return (
+        labels.filter((pl.col("status") == "ok") & value.is_not_null() & (value != "unknown"))
+        .select("record_id", "partition", value.alias("label"), pl.col(spec.key).struct.field("evidence").alias("evidence"), "characters")
+        .with_columns(pl.col("record_id").map_elements(_hash, return_dtype=pl.String).alias("h"))
+        .sort("h")
+        .group_by("label", maintain_order=True)
+        .head(per_class)
+    )
+
+
+def merge_candidates(a: pl.DataFrame | None, b: pl.DataFrame, per_class: int) -> pl.DataFrame:
+    both = b if a is None else pl.concat([a, b])
+    return both.sort("h").group_by("label", maintain_order=True).head(per_class)
+
+
+@dataclass
+class FieldResult:
+    head: TrainedHead
+    metrics: dict
+    baselines: dict[str, float]
+    n_train: int
+    n_val: int
+    val_x: np.ndarray
+    val_y: np.ndarray
+    label_counts: dict[str, int]
+
+
+def character_rule(train_chars: list[list[str]], train_y: list[str], val_chars: list[list[str]], fallback: str) -> list[str]:
+    """Rules-only baseline: a named character's majority value in training, else the majority class."""
+    votes: dict[str, Counter] = {}
+    for chars, y in zip(train_chars, train_y, strict=True):
+        for c in chars or []:
+            votes.setdefault(c, Counter())[y] += 1
+    out = []
+    for chars in val_chars:
+        known = [votes[c].most_common(1)[0][0] for c in (chars or []) if c in votes]
+        out.append(known[0] if known else fallback)
+    return out
+
+
+def train_field(
+    spec: FieldSpec, cand: pl.DataFrame, vectors: np.ndarray, sums: np.ndarray, cache, weights: dict[str, float], config: HeadConfig
+) -> FieldResult | None:
+    """Masked features, stable stratified split, head, threshold, metrics and baselines; None if too few labels."""
+    counts = dict(Counter(cand.get_column("label").to_list()))
+    keep = [c for c, n in counts.items() if n >= MIN_PER_CLASS]
+    if len(keep) < 2:
+        return None
+    sel = cand.get_column("label").is_in(keep).to_numpy()
+    cand, vectors, sums = cand.filter(sel), vectors[sel], sums[sel]
+    x = masked_features(vectors, sums, cand.get_column("evidence").to_list(), cache, weights)
+    y = cand.get_column("label").to_list()
+    val = stable_split(cand.get_column("record_id").to_list(), y)
+    head = train_head(spec.name, x[~val], [v for v, m in zip(y, val, strict=True) if not m], config)
+    index = {c: i for i, c in enumerate(head.classes)}
+    y_val = np.array([index[v] for v, m in zip(y, val, strict=True) if m])
+    proba = head.predict_proba(x[val])
+    head.threshold, precision, coverage = choose_threshold(proba, y_val)
+    metrics = evaluate(head.classes, y_val, proba.argmax(1))
+    metrics.update(threshold=head.threshold, precision_at_threshold=precision, coverage_at_threshold=coverage)
+    train_y = [v for v, m in zip(y, val, strict=True) if not m]
+    majority = Counter(train_y).most_common(1)[0][0]
+    chars = cand.get_column("characters").to_list()
+    rule = character_rule(
+        [c for c, m in zip(chars, val, strict=True) if not m], train_y, [c for c, m in zip(chars, val, strict=True) if m], majority
+    )
+    baselines = {
+        "majority": evaluate(head.classes, y_val, np.full(len(y_val), index[majority]))["macro_f1"],
+        "character_rule": evaluate(head.classes, y_val, np.array([index[v] for v in rule]))["macro_f1"],
+    }
+    return FieldResult(head, metrics, baselines, int((~val).sum()), int(val.sum()), x[val], y_val, counts)
+
+
+def plots(result: FieldResult, out_dir: Path) -> dict[str, str]:
+    """Per-class recall against support (log scale), and the normalised confusion matrix."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    classes = result.head.classes
+    per = result.metrics["per_class"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sup = [per[c]["support"] for c in classes]
+    rec = [per[c]["recall"] for c in classes]
+    ax.scatter(sup, rec)
+    for c, s, r in zip(classes, sup, rec, strict=True):
+        ax.annotate(c, (s, r), fontsize=7)
+    ax.set_xscale("log")
+    ax.set(xlabel="validation support (log)", ylabel="recall", title=f"{result.head.field}: recall by class size", ylim=(-0.05, 1.05))
+    fig.tight_layout()
+    recall_path = out_dir / "recall_vs_support.png"
+    fig.savefig(recall_path, dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(1 + 0.5 * len(classes), 1 + 0.5 * len(classes)))
+    ax.imshow(np.array(result.metrics["confusion_normalized"]), cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(classes)), classes, fontsize=7)
+    ax.set(xlabel="predicted", ylabel="rule label", title="confusion (row-normalised)")
+    fig.tight_layout()
+    cm_path = out_dir / "confusion_normalized.png"
+    fig.savefig(cm_path, dpi=100)
+    plt.close(fig)
+    return {"recall_vs_support": str(recall_path), "confusion_normalized": str(cm_path)}
