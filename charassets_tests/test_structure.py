@@ -30,6 +30,8 @@ def test_definitions_load_with_groups_per_stage():
         "labels/tag_attributes": "labels",
         "marts/character_attributes": "marts",
         "exports/character_attributes_files": "exports",
+        "features/embeddings": "features",
+        "models/attribute_heads": "models",
     }
     for key in graph.get_all_asset_keys():
         assert graph.get(key).description, f"{key} has no description"

@@ -64,13 +64,11 @@ class TransformersEmbedder:
 
     def _load(self) -> tuple:
         if self._loaded is None:
-            import torch
             from transformers import AutoConfig, AutoModel, AutoTokenizer
 
             config = AutoConfig.from_pretrained(self.model)
             tokenizer = AutoTokenizer.from_pretrained(self.model)
             model = AutoModel.from_pretrained(self.model).to(self.device).eval()
-            torch.set_grad_enabled(False)
             self._loaded = (
                 tokenizer,
                 model,

@@ -1,0 +1,157 @@
+"""Embedders, record vectors, heads and their MLflow lifecycle."""
+
+from __future__ import annotations
+
+import dagster as dg
+import mlflow
+import numpy as np
+import polars as pl
+import pytest
+
+from charassets.defs.runner import run_partitions, train
+from charassets.definitions import build_definitions
+from charassets.domain import model_registry as registry
+from charassets.domain.demo import generate
+from charassets.domain.embedders import HashingEmbedder, TransformersEmbedder, make_embedder
+from charassets.domain.features import TagVectorCache, pool
+from charassets.domain.heads import choose_threshold, masked_features, stable_split
+
+WORDS = ["long", "short", "hair", "blue", "eyes", "red", "girl", "boy", "smile", "dress", "hat", "white", "black"]
+
+
+def _tiny_tokenizer(path):
+    from transformers import BertTokenizer
+
+    vocab = path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    return BertTokenizer(str(vocab))
+
+
+def test_hashing_embedder_is_deterministic_and_normalised():
+    e = HashingEmbedder(64)
+    a, b = e.encode(["long_hair", "blue_eyes"]), e.encode(["long_hair", "blue_eyes"])
+    assert a.shape == (2, 64) and a.dtype == np.float32 and np.allclose(a, b)
+    assert np.allclose(np.linalg.norm(a, axis=1), 1.0)
+    assert e.encode(["long_hair"]) @ e.encode(["long hair"]).T > 0.99  # underscores are spaces
+
+
+def test_transformers_embedder_loads_a_saved_text_model(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    _tiny_tokenizer(tmp_path).save_pretrained(tmp_path)
+    BertModel(BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24)).save_pretrained(tmp_path)
+    e = make_embedder(f"hf:{tmp_path}")
+    out = e.encode(["long hair", "blue eyes", "long hair"])
+    assert out.shape == (3, 16) and e.dim == 16 and np.allclose(out[0], out[2], atol=1e-5)
+
+
+def test_transformers_embedder_uses_the_text_tower_of_clip(tmp_path):
+    from transformers import CLIPConfig, CLIPModel
+
+    _tiny_tokenizer(tmp_path).save_pretrained(tmp_path)
+    config = CLIPConfig(
+        text_config={"vocab_size": 32, "hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 32},
+        vision_config={"hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 32, "patch_size": 16},
+        projection_dim=8,
+    )
+    CLIPModel(config).save_pretrained(tmp_path)
+    e = TransformersEmbedder(str(tmp_path))
+    out = e.encode(["red hat", "white dress"])
+    assert out.shape == (2, 8) and e.dim == 8
+
+
+def test_minilm_works_offline():
+    e = make_embedder("minilm")
+    out = e.encode(["long_hair", "very_long_hair", "red_eyes"])
+    assert out.shape == (3, 384) and e.id == "all-MiniLM-L6-v2"
+    assert out[0] @ out[1] > out[0] @ out[2]  # related tags are closer
+
+
+def test_masking_equals_pooling_the_remaining_tags(embedded_vocabulary):
+    cache = TagVectorCache(HashingEmbedder(32))
+    full, sums = pool(pl.Series([["1girl", "blonde_hair", "hatsune_miku", "smile"]]), cache, embedded_vocabulary)
+    rest, _ = pool(pl.Series([["1girl", "hatsune_miku", "smile"]]), cache, embedded_vocabulary)
+    weights = dict.fromkeys(cache.index, 1.0)
+    assert np.allclose(masked_features(full, sums, [["blonde_hair"]], cache, weights), rest, atol=1e-6)
+    only, osums = pool(pl.Series([["blonde_hair"]]), cache, embedded_vocabulary)
+    assert np.allclose(masked_features(only, osums, [["blonde_hair"]], cache, weights), 0.0)  # nothing left
+
+
+def test_split_is_stable_and_stratified():
+    ids = [f"s:{i}" for i in range(1000)]
+    labels = ["a" if i % 10 else "b" for i in range(1000)]
+    val = stable_split(ids, labels)
+    assert abs(val[np.array(labels) == "b"].mean() - 0.2) < 0.06 and abs(val[np.array(labels) == "a"].mean() - 0.2) < 0.03
+    tiny = stable_split(["x:1", "x:2"] + ids, ["rare", "rare"] + labels)
+    assert tiny[:2].sum() >= 1  # even a two-record class is measured
+    grown = stable_split(ids + [f"s:{i}" for i in range(1000, 1500)], labels + ["a"] * 500)
+    assert (grown[:1000] == val).all()  # no record changes side as data grows
+
+
+def test_threshold_reaches_target_precision():
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0.34, 1.0, 2000)
+    y = rng.integers(0, 3, 2000)
+    pred = np.where(rng.uniform(size=2000) < conf, y, (y + 1) % 3)  # right with probability = confidence
+    proba = np.full((2000, 3), 0.0)
+    proba[np.arange(2000), pred] = conf
+    t, precision, coverage = choose_threshold(proba, y, 0.9)
+    assert precision >= 0.9 and 0.05 < coverage < 0.6 and t > 0.8
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("heads")
+    sources = generate(root / "demo", n=6000, rows_per_partition=2000)
+    env = {"CHARASSETS_SOURCES": str(sources), "CHARASSETS_LAKE": str(root / "lake"), "CHARASSETS_HOME": str(root)}
+    defs = build_definitions(env)
+    instance = dg.DagsterInstance.ephemeral()
+    run_partitions(defs, instance, log_level="WARNING")
+    first = train(defs, instance, log_level="WARNING")
+    return defs, instance, first
+
+
+def test_rematerializing_unchanged_partitions_embeds_nothing(trained):
+    defs, instance, _ = trained
+    lake = defs.resources["lake"].lake()
+    before = lake.read("features", "embeddings").sort("record_id")
+    report = run_partitions(defs, instance, log_level="WARNING")
+    mats = [m for r in report.runs for m in instance.fetch_materializations(dg.AssetKey(["features", "embeddings"]), limit=1).records]
+    md = mats[0].asset_materialization.metadata
+    assert md["vectors_computed"].value == 0 and md["tags_encoded"].value == 0 and md["vectors_reused"].value == before.height
+    assert lake.read("features", "embeddings").sort("record_id").equals(before)
+
+
+def test_heads_are_logged_registered_and_champions(trained):
+    defs, _, first = trained
+    md = first.get_asset_materialization_events()[0].materialization.metadata
+    macro, baselines = md["macro_f1"].value, md["baselines"].value
+    assert {"Gender", "Hair Color", "Eye Color", "Hair Length"} <= set(macro)
+    for name in ("Gender", "Hair Color", "Eye Color", "Hair Length"):
+        assert macro[name] > baselines[name]["majority"], name  # better than always answering the majority class
+    assert all(ev.passed for ev in first.get_asset_check_evaluations())  # first versions become champions
+    rows = registry.versions("hair_color")
+    assert rows[0]["champion"] and rows[0]["metrics"]["macro_f1"] == pytest.approx(macro["Hair Color"], abs=1e-4)
+    n_partitions = defs.resources["lake"].lake().read("raw", "source_partitions").height
+    assert rows[0]["tags"]["embedder"] == "all-MiniLM-L6-v2" and int(rows[0]["tags"]["partitions"]) == n_partitions
+    client = mlflow.MlflowClient()
+    run = client.get_run(rows[0]["run_id"])
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {"evaluation/recall_vs_support.png", "evaluation/confusion_normalized.png", "evaluation/report.json"} <= artifacts
+    head = registry.load_head(rows[0]["run_id"])  # safetensors, no pickle
+    assert head.classes and 0 < head.threshold <= 1
+    model = mlflow.pyfunc.load_model(f"models:/{registry.model_name('hair_color')}@champion")
+    out = model.predict(np.zeros((2, head.dim), dtype=np.float32))
+    assert list(out.columns) == ["value", "confidence", "above_threshold"] and out["value"].iloc[0] in head.classes
+
+
+def test_a_worse_challenger_does_not_take_champion(trained):
+    defs, instance, _ = trained
+    champion_before = registry.champion("hair_color")
+    worse = {"ops": {"models__attribute_heads": {"config": {"epochs": 1, "lr": 1e-5, "hidden": 0, "fields": ["Hair Color"]}}}}
+    result = train(defs, instance, log_level="WARNING", run_config=worse)
+    (gate,) = result.get_asset_check_evaluations()
+    assert not gate.passed and gate.severity == dg.AssetCheckSeverity.WARN
+    assert registry.champion("hair_color") == champion_before
+    newest = registry.versions("hair_color")[0]
+    assert not newest["champion"] and "champion kept" in newest["tags"]["gate_decision"]
