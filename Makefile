@@ -4,7 +4,7 @@ VENV_STAMP := .venv/.installed
 export DAGSTER_HOME := $(CURDIR)
 N ?= 100000
 
-.PHONY: setup demo test dev lint bench vocab clean
+.PHONY: setup demo test dev mlflow lint bench vocab clean
 
 $(VENV_STAMP): pyproject.toml
 	test -d .venv || python3 -m venv .venv
@@ -22,6 +22,10 @@ test: $(VENV_STAMP)  ## run every test
 
 dev: $(VENV_STAMP)  ## Dagster UI on http://127.0.0.1:3000
 	.venv/bin/dagster dev -h 127.0.0.1 -p 3000
+
+mlflow: $(VENV_STAMP)  ## MLflow UI on http://127.0.0.1:5000 against the project's store
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false .venv/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.charassets/mlflow.db \
+		--default-artifact-root $(CURDIR)/.charassets/mlartifacts --host 127.0.0.1 --port 5000
 
 lint: $(VENV_STAMP)
 	.venv/bin/ruff check charassets charassets_tests bench

@@ -32,10 +32,10 @@ def main() -> None:
 @main.command()
 @click.option("--records", type=int, default=None, help="demo records to generate (default 24000)")
 def demo(records: int | None) -> None:
-    """Generate the demo dataset (once) and materialize every asset over all its partitions."""
+    """Generate the demo dataset (once), materialize every asset over all its partitions, train the heads."""
     if records:
         os.environ["CHARASSETS_DEMO_RECORDS"] = str(records)
-    _run(None)
+    _run(None, train_heads=True)
 
 
 @main.command()
@@ -47,24 +47,33 @@ def run(partitions: tuple[str, ...], per_run: int | None, missing: bool) -> None
     _run(list(partitions) or None, per_run, missing)
 
 
-def _run(partitions: list[str] | None, per_run: int | None = None, only_missing: bool = False) -> None:
+def _run(partitions: list[str] | None, per_run: int | None = None, only_missing: bool = False, train_heads: bool = False) -> None:
     _dagster_home()
     import dagster as dg
 
     from charassets.definitions import build_definitions
     from charassets.defs.partitions import PARTITIONS_PER_RUN
-    from charassets.defs.runner import run_partitions
+    from charassets.defs.runner import run_partitions, train
 
     defs = build_definitions()
     t0 = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
         report = run_partitions(defs, instance, partitions, per_run or PARTITIONS_PER_RUN, only_missing=only_missing)
+        heads = train(defs, instance) if train_heads else None
     lake = defs.resources["lake"].lake()  # type: ignore[union-attr]
     status = lake.scan("marts", "character_attributes").group_by("status").len().sort("status").collect()
     click.echo(f"\nMaterialized {len(report.partitions)} partitions in {len(report.runs)} run(s), {time.perf_counter() - t0:.1f}s")
     click.echo("Final table by status: " + ", ".join(f"{s}={n}" for s, n in status.iter_rows()))
     if report.failed_checks:
         click.echo(f"Failed checks: {report.failed_checks}", err=True)
+    if heads is not None:
+        md = heads.get_asset_materialization_events()[0].materialization.metadata
+        click.echo(
+            "Heads (held-out macro-F1, vs majority class): "
+            + ", ".join(f"{f}={v:.3f} ({md['baselines'].value[f]['majority']:.3f})" for f, v in md["macro_f1"].value.items())
+        )
+        click.echo(f"MLflow:               make mlflow  ->  http://127.0.0.1:5000  ({defs.resources['mlflow_store'].tracking_uri})")  # type: ignore[union-attr]
+        click.echo("Compare head versions: charassets models compare [ATTRIBUTE]")
     click.echo(f"Lake (Delta tables):  {lake.root}/<stage>/<table>")
     click.echo(f"Exports (JSONL/Parquet + schema.json): {lake.root}/exports/character_attributes")
     click.echo("Dagster UI:           make dev  ->  http://127.0.0.1:3000  (runs, partitions, checks, metadata)")
@@ -116,6 +125,37 @@ def extract_file(path: Path) -> list[str]:
         ontology = defs.resources["catalog"].ontology()  # type: ignore[union-attr]
         mart = lake.read("marts", "character_attributes").sort("partition", "row_index")
         return to_json_frame(mart, ontology).drop("partition").write_ndjson().splitlines()
+
+
+@main.group()
+def models() -> None:
+    """Attribute heads in MLflow."""
+
+
+@models.command("compare")
+@click.argument("attribute", required=False)
+def compare(attribute: str | None) -> None:
+    """Versions of each head side by side: metrics, baselines, data seen, which is champion."""
+    from charassets.definitions import resources_from_env
+    from charassets.domain import model_registry as registry
+    from charassets.domain.ontology import Ontology
+
+    store = resources_from_env()["mlflow_store"]
+    registry.configure(store.tracking_uri, store.experiment, store.artifact_root)  # type: ignore[attr-defined]
+    key = Ontology.load().field(attribute).key if attribute else None
+    rows = registry.versions(key)
+    if not rows:
+        raise click.ClickException("no head versions yet: run `make demo` or materialize models/attribute_heads")
+    header = f"{'model':<32}{'ver':>4} {'champ':<6}{'macro-F1':>9}{'majority':>9}{'char-rule':>10}{'thresh':>7}{'cover':>7}  {'embedder':<18}{'parts':>6}  decision"
+    click.echo(header)
+    for r in rows:
+        m, t = r["metrics"], r["tags"]
+        click.echo(
+            f"{r['model']:<32}{r['version']:>4} {'*' if r['champion'] else '':<6}{m.get('macro_f1', float('nan')):>9.4f}"
+            f"{m.get('baseline_majority_macro_f1', float('nan')):>9.4f}{m.get('baseline_character_rule_macro_f1', float('nan')):>10.4f}"
+            f"{m.get('threshold', float('nan')):>7.3f}{m.get('coverage_at_threshold', float('nan')):>7.3f}  {t.get('embedder', ''):<18}"
+            f"{t.get('partitions', ''):>6}  {t.get('gate_decision', '')}"
+        )
 
 
 @main.command()

@@ -8,8 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from charassets.defs.runner import run_partitions, train
 from charassets.definitions import build_definitions
+from charassets.defs.runner import run_partitions, train
 from charassets.domain import model_registry as registry
 from charassets.domain.demo import generate
 from charassets.domain.embedders import HashingEmbedder, TransformersEmbedder, make_embedder
@@ -39,7 +39,9 @@ def test_transformers_embedder_loads_a_saved_text_model(tmp_path):
     from transformers import BertConfig, BertModel
 
     _tiny_tokenizer(tmp_path).save_pretrained(tmp_path)
-    BertModel(BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24)).save_pretrained(tmp_path)
+    BertModel(BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24)).save_pretrained(
+        tmp_path
+    )
     e = make_embedder(f"hf:{tmp_path}")
     out = e.encode(["long hair", "blue eyes", "long hair"])
     assert out.shape == (3, 16) and e.dim == 16 and np.allclose(out[0], out[2], atol=1e-5)
@@ -50,8 +52,22 @@ def test_transformers_embedder_uses_the_text_tower_of_clip(tmp_path):
 
     _tiny_tokenizer(tmp_path).save_pretrained(tmp_path)
     config = CLIPConfig(
-        text_config={"vocab_size": 32, "hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 32},
-        vision_config={"hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 32, "patch_size": 16},
+        text_config={
+            "vocab_size": 32,
+            "hidden_size": 16,
+            "intermediate_size": 24,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 32,
+        },
+        vision_config={
+            "hidden_size": 16,
+            "intermediate_size": 24,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 16,
+        },
         projection_dim=8,
     )
     CLIPModel(config).save_pretrained(tmp_path)

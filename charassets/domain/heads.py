@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import scipy.sparse as sp
 import torch
 from safetensors.torch import load_file, save_file
