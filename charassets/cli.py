@@ -50,24 +50,38 @@ def run(partitions: tuple[str, ...], per_run: int | None, missing: bool) -> None
 def _run(partitions: list[str] | None, per_run: int | None = None, only_missing: bool = False, train_heads: bool = False) -> None:
     _dagster_home()
     import dagster as dg
+    import polars as pl
 
     from charassets.definitions import build_definitions
     from charassets.defs.partitions import PARTITIONS_PER_RUN
-    from charassets.defs.runner import run_partitions, train
+    from charassets.defs.runner import build_everything, heads_metadata, run_partitions
 
     defs = build_definitions()
     t0 = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
-        report = run_partitions(defs, instance, partitions, per_run or PARTITIONS_PER_RUN, only_missing=only_missing)
-        heads = train(defs, instance) if train_heads else None
+        if train_heads:
+            report, heads, _ = build_everything(defs, instance)
+        else:
+            report, heads = run_partitions(defs, instance, partitions, per_run or PARTITIONS_PER_RUN, only_missing=only_missing), None
     lake = defs.resources["lake"].lake()  # type: ignore[union-attr]
     status = lake.scan("marts", "character_attributes").group_by("status").len().sort("status").collect()
     click.echo(f"\nMaterialized {len(report.partitions)} partitions in {len(report.runs)} run(s), {time.perf_counter() - t0:.1f}s")
     click.echo("Final table by status: " + ", ".join(f"{s}={n}" for s, n in status.iter_rows()))
+    filled = (
+        lake.scan("marts", "character_attributes")
+        .select(pl.concat_list([pl.col(k).struct.field("source") for k in ("hair_color", "eye_color", "hair_length", "gender")]).alias("s"))
+        .explode("s")
+        .group_by("s")
+        .len()
+        .collect()
+    )
+    click.echo(
+        "Hair/eye colour, length, gender decided by: " + ", ".join(f"{s}={n}" for s, n in filled.sort("s", nulls_last=True).iter_rows())
+    )
     if report.failed_checks:
         click.echo(f"Failed checks: {report.failed_checks}", err=True)
     if heads is not None:
-        md = heads.get_asset_materialization_events()[0].materialization.metadata
+        md = heads_metadata(heads)
         click.echo(
             "Heads (held-out macro-F1, vs majority class): "
             + ", ".join(f"{f}={v:.3f} ({md['baselines'].value[f]['majority']:.3f})" for f, v in md["macro_f1"].value.items())

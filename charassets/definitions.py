@@ -21,10 +21,12 @@ from charassets.defs import checks
 from charassets.defs.clean.assets import tags
 from charassets.defs.exports.assets import character_attributes_files
 from charassets.defs.features.assets import embeddings
-from charassets.defs.jobs import character_pipeline, register_sources, train_heads
+from charassets.defs.jobs import character_pipeline, publish, register_sources, train_heads
 from charassets.defs.labels.assets import tag_attributes
 from charassets.defs.marts.assets import character_attributes
+from charassets.defs.marts.profiles import character_profiles
 from charassets.defs.models.assets import attribute_heads
+from charassets.defs.models.predictions import head_predictions
 from charassets.defs.raw.assets import raw_records, source_partitions
 from charassets.defs.resources import DEMO_RECORDS, CatalogResource, EmbedderResource, LakeResource, MlflowResource
 from charassets.domain.ontology import DEFAULT_ONTOLOGY
@@ -69,6 +71,8 @@ ASSETS = [
     character_attributes,
     character_attributes_files,
     attribute_heads,
+    head_predictions,
+    character_profiles,
 ]
 
 
@@ -76,7 +80,7 @@ def build_definitions(env: dict[str, str] | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=[checks.row_accounting_all_partitions],
-        jobs=[register_sources, character_pipeline, train_heads],
+        jobs=[register_sources, character_pipeline, train_heads, publish],
         resources=resources_from_env(env),
         # one process per run: partitions are processed in turn inside it (see defs/partitions.py)
         executor=dg.in_process_executor,

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from charassets.definitions import build_definitions
-from charassets.defs.runner import run_partitions, train
+from charassets.defs.runner import heads_metadata, run_partitions, train
 from charassets.domain import model_registry as registry
 from charassets.domain.demo import generate
 from charassets.domain.embedders import HashingEmbedder, TransformersEmbedder, make_embedder
@@ -140,7 +140,7 @@ def test_rematerializing_unchanged_partitions_embeds_nothing(trained):
 
 def test_heads_are_logged_registered_and_champions(trained):
     defs, _, first = trained
-    md = first.get_asset_materialization_events()[0].materialization.metadata
+    md = heads_metadata(first)
     macro, baselines = md["macro_f1"].value, md["baselines"].value
     assert {"Gender", "Hair Color", "Eye Color", "Hair Length"} <= set(macro)
     for name in ("Gender", "Hair Color", "Eye Color", "Hair Length"):
@@ -166,7 +166,7 @@ def test_a_worse_challenger_does_not_take_champion(trained):
     champion_before = registry.champion("hair_color")
     worse = {"ops": {"models__attribute_heads": {"config": {"epochs": 1, "lr": 1e-5, "hidden": 0, "fields": ["Hair Color"]}}}}
     result = train(defs, instance, log_level="WARNING", run_config=worse)
-    (gate,) = result.get_asset_check_evaluations()
+    (gate,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "challenger_beats_champion"]
     assert not gate.passed and gate.severity == dg.AssetCheckSeverity.WARN
     assert registry.champion("hair_color") == champion_before
     newest = registry.versions("hair_color")[0]

@@ -32,6 +32,8 @@ def test_definitions_load_with_groups_per_stage():
         "exports/character_attributes_files": "exports",
         "features/embeddings": "features",
         "models/attribute_heads": "models",
+        "models/head_predictions": "models",
+        "marts/character_profiles": "marts",
     }
     for key in graph.get_all_asset_keys():
         assert graph.get(key).description, f"{key} has no description"

@@ -1,6 +1,9 @@
-"""Jobs: register sources; run the record path over partitions."""
+"""Jobs: register sources; per-record assets; training; publishing with the new models.
 
-from __future__ import annotations
+A full build is register_sources -> character_pipeline -> train_heads -> publish: profiles
+and heads need every partition, and the final table uses whatever champions and
+profiles exist when it is written.
+"""
 
 import dagster as dg
 
@@ -11,9 +14,14 @@ register_sources = dg.define_asset_job(
     selection=dg.AssetSelection.assets(["raw", "source_partitions"]),
     description="Find new source files and add their chunks as partitions.",
 )
-PER_RECORD = dg.AssetSelection.groups("raw", "clean", "labels", "features", "marts", "exports") - dg.AssetSelection.assets(
-    ["raw", "source_partitions"]
+PER_RECORD = (
+    dg.AssetSelection.groups("raw", "clean", "labels", "features", "marts", "exports")
+    - dg.AssetSelection.assets(["raw", "source_partitions"], ["marts", "character_profiles"])
+) | dg.AssetSelection.assets(["models", "head_predictions"])
+PUBLISH = dg.AssetSelection.assets(
+    ["models", "head_predictions"], ["marts", "character_attributes"], ["exports", "character_attributes_files"]
 )
+
 character_pipeline = dg.define_asset_job(
     "character_pipeline",
     selection=PER_RECORD,
@@ -22,6 +30,12 @@ character_pipeline = dg.define_asset_job(
 )
 train_heads = dg.define_asset_job(
     "train_heads",
-    selection=dg.AssetSelection.groups("models"),
-    description="Train the attribute heads on every materialized partition and gate the champions.",
+    selection=dg.AssetSelection.assets(["models", "attribute_heads"], ["marts", "character_profiles"]),
+    description="Train the attribute heads and build character profiles from every materialized partition.",
+)
+publish = dg.define_asset_job(
+    "publish",
+    selection=PUBLISH,
+    partitions_def=record_chunks,
+    description="Re-apply the current champion heads and profiles to the final table and exports (after training).",
 )

@@ -45,6 +45,8 @@ def run_partitions(
     per_run: int = PARTITIONS_PER_RUN,
     log_level: str = "INFO",
     only_missing: bool = False,
+    job_name: str = "character_pipeline",
+    register_first: bool = True,
 ) -> RunReport:
     """Register sources, then run ``character_pipeline`` over ``partitions`` (default: all).
 
@@ -52,7 +54,7 @@ def run_partitions(
     """
     report = RunReport()
     t0 = time.perf_counter()
-    known = register(defs, instance)
+    known = register(defs, instance) if register_first else instance.get_dynamic_partitions(record_chunks.name)
     report.seconds["register"] = round(time.perf_counter() - t0, 3)
     wanted = known if partitions is None else [k for k in known if k in set(partitions)]
     if only_missing:
@@ -61,7 +63,7 @@ def run_partitions(
     unknown = sorted(set(partitions or []) - set(known))
     if unknown:
         raise ValueError(f"unknown partitions: {unknown[:5]}")
-    job = defs.resolve_job_def("character_pipeline")
+    job = defs.resolve_job_def(job_name)
     # contiguous runs of the instance's key order, at most per_run keys each
     position = {k: i for i, k in enumerate(known)}
     batches: list[list[str]] = []
@@ -83,9 +85,25 @@ def run_partitions(
     return report
 
 
+def heads_metadata(result: dg.ExecuteInProcessResult) -> dict:
+    """The metadata of ``models/attribute_heads`` from a training run."""
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(["models", "attribute_heads"])]
+    return event.materialization.metadata
+
+
 def train(
     defs: dg.Definitions, instance: dg.DagsterInstance, log_level: str = "INFO", run_config: dict | None = None
 ) -> dg.ExecuteInProcessResult:
     """Run ``train_heads`` (every materialized partition feeds it)."""
     config = {**_log_config(log_level), **(run_config or {})}
     return defs.resolve_job_def("train_heads").execute_in_process(instance=instance, run_config=config, raise_on_error=True)
+
+
+def build_everything(
+    defs: dg.Definitions, instance: dg.DagsterInstance, log_level: str = "INFO"
+) -> tuple[RunReport, dg.ExecuteInProcessResult, RunReport]:
+    """Per-record assets, then heads and profiles from all partitions, then the final table again with them."""
+    first = run_partitions(defs, instance, log_level=log_level)
+    trained = train(defs, instance, log_level=log_level)
+    published = run_partitions(defs, instance, log_level=log_level, job_name="publish", register_first=False)
+    return first, trained, published

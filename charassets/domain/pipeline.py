@@ -30,9 +30,76 @@ def label_stage(clean: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
     return clean.select(*KEY_COLUMNS).join(labels, on="record_id", how="left", maintain_order="left")
 
 
-def mart_stage(labels: pl.DataFrame, rejects: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
-    """The final table: every labelled record plus every rejected row (status ``rejected``)."""
+def fill_gaps(labels: pl.DataFrame, ontology: Ontology, profiles: pl.DataFrame | None, predictions: pl.DataFrame | None) -> pl.DataFrame:
+    """Fill attributes the tags say nothing about, in order of trust: character profile, then head.
+
+    Only a field with no tag evidence at all is filled (a tag conflict stays ``unknown``).
+    A record whose tags contradict its character's profile is flagged
+    ``contradicts_profile:<key>=<profile value>`` (likely label noise, or an alternate look).
+    """
+    from charassets.domain.profiles import profile_fields, usable
+
+    ok = pl.col("status") == "ok"
+    df = labels.with_columns(pl.when(pl.col("characters").list.len() == 1).then(pl.col("characters").list.first()).alias("_character"))
+    prof = usable(profiles) if profiles is not None and profiles.height else None
+    for f in profile_fields(ontology):
+        cur = pl.col(f.key)
+        no_evidence = ok & (cur.struct.field("value") == "unknown") & (cur.struct.field("evidence").list.len() == 0)
+        candidates = []
+        if prof is not None:
+            p = prof.filter(pl.col("field") == f.key).select(
+                pl.col("character").alias("_character"),
+                pl.col("value").alias("_pv"),
+                pl.col("support").alias("_ps"),
+                pl.col("agreement").alias("_pa"),
+            )
+            df = df.join(p, on="_character", how="left", maintain_order="left")
+            profile_value = pl.struct(
+                pl.col("_pv").alias("value"),
+                (pl.col("_pa") * pl.col("_ps") / (pl.col("_ps") + 1)).cast(pl.Float32).round(4).alias("confidence"),
+                pl.concat_list(pl.lit("profile:") + pl.col("_character")).alias("evidence"),
+                pl.lit("profile").alias("source"),
+            )
+            candidates.append((no_evidence & pl.col("_pv").is_not_null(), profile_value))
+            contradiction = (
+                ok & (cur.struct.field("value") != "unknown") & pl.col("_pv").is_not_null() & (cur.struct.field("value") != pl.col("_pv"))
+            )
+            df = df.with_columns(
+                pl.when(contradiction)
+                .then(pl.concat_list(pl.col("flags"), pl.concat_list(pl.lit(f"contradicts_profile:{f.key}=") + pl.col("_pv"))))
+                .otherwise(pl.col("flags"))
+                .alias("flags")
+            )
+        if predictions is not None and f.key in predictions.columns:
+            h = predictions.select("record_id", pl.col(f.key).alias("_h"))
+            df = df.join(h, on="record_id", how="left", maintain_order="left")
+            head_value = pl.struct(
+                pl.col("_h").struct.field("value").alias("value"),
+                pl.col("_h").struct.field("confidence").cast(pl.Float32).alias("confidence"),
+                pl.concat_list(pl.lit("head:") + pl.col("_h").struct.field("model")).alias("evidence"),
+                pl.lit("head").alias("source"),
+            )
+            candidates.append((no_evidence & pl.col("_h").struct.field("above_threshold").fill_null(False), head_value))
+        if candidates:
+            expr = pl.when(candidates[0][0]).then(candidates[0][1])
+            for cond, val in candidates[1:]:
+                expr = expr.when(cond).then(val)
+            df = df.with_columns(expr.otherwise(cur).alias(f.key))
+        df = df.drop([c for c in ("_pv", "_ps", "_pa", "_h") if c in df.columns])
+    return df.drop("_character")
+
+
+def mart_stage(
+    labels: pl.DataFrame,
+    rejects: pl.DataFrame,
+    ontology: Ontology,
+    profiles: pl.DataFrame | None = None,
+    predictions: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """The final table: every labelled record (gaps filled from profiles and heads) plus every rejected row."""
     fields = [f.key for f in ontology.fields]
+    if profiles is not None or predictions is not None:
+        labels = fill_gaps(labels, ontology, profiles, predictions)
     ok = labels.select(
         *KEY_COLUMNS,
         "status",

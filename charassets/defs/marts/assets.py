@@ -18,7 +18,12 @@ PLAUSIBLE = "plausible_unknown_rates"
 
 @dg.asset(
     key=["marts", "character_attributes"],
-    deps=[dg.AssetKey(["labels", "tag_attributes"]), dg.AssetKey(["raw", "rejects"])],
+    deps=[
+        dg.AssetKey(["labels", "tag_attributes"]),
+        dg.AssetKey(["raw", "rejects"]),
+        dg.AssetKey(["marts", "character_profiles"]),
+        dg.AssetKey(["models", "head_predictions"]),
+    ],
     group_name="marts",
     partitions_def=record_chunks,
     backfill_policy=backfill_policy,
@@ -37,14 +42,18 @@ PLAUSIBLE = "plausible_unknown_rates"
     ],
 )
 def character_attributes(context: dg.AssetExecutionContext, lake: LakeResource, catalog: CatalogResource):
-    """One row per record in the output schema (status, flags, attributes with evidence and confidence), rejects included."""
+    """One row per record in the output schema: attributes from tags, else the character's profile, else a confident head; rejects included."""
     table = lake.lake()
     ontology = catalog.ontology()
+    profiles = table.read("marts", "character_profiles") if table.exists("marts", "character_profiles") else None
     schema_uri = lake.write_text(SCHEMA_FILE, json.dumps(json_schema(ontology), indent=2))
     frames: list[pl.DataFrame] = []
 
     def work(key: str) -> dict:
-        mart = mart_stage(table.read("labels", "tag_attributes", [key]), table.read("raw", "rejects", [key]), ontology)
+        predictions = table.read("models", "head_predictions", [key]) if table.exists("models", "head_predictions") else None
+        mart = mart_stage(
+            table.read("labels", "tag_attributes", [key]), table.read("raw", "rejects", [key]), ontology, profiles, predictions
+        )
         try:
             validate_rows(to_json_frame(mart, ontology), ontology)
         except SchemaViolation as e:  # never write rows that break the contract
@@ -53,7 +62,23 @@ def character_attributes(context: dg.AssetExecutionContext, lake: LakeResource, 
         frames[:] = [mart]
         rates.append(unknown_rates(mart, ontology))
         counts = dict(mart.group_by("status").len().iter_rows())
-        return {"rows": mart.height, **{s: counts.get(s, 0) for s in ("ok", "ambiguous", "no_character", "rejected")}}
+        sources = {}
+        for f in ontology.fields:
+            if f.cardinality == "single":
+                vc = mart.select(pl.col(f.key).struct.field("source")).to_series().value_counts()
+                for src, n in vc.iter_rows():
+                    if src in ("profile", "head"):
+                        sources[f"filled_by_{src}"] = sources.get(f"filled_by_{src}", 0) + n
+        contradictions = int(
+            mart.select(pl.col("flags").list.eval(pl.element().str.starts_with("contradicts_profile")).list.any().sum()).item()
+        )
+        return {
+            "rows": mart.height,
+            **{s: counts.get(s, 0) for s in ("ok", "ambiguous", "no_character", "rejected")},
+            "filled_by_profile": sources.get("filled_by_profile", 0),
+            "filled_by_head": sources.get("filled_by_head", 0),
+            "contradicts_profile": contradictions,
+        }
 
     rates: list[dict[str, float]] = []
     stats = for_each_partition(context, work)
@@ -69,7 +94,10 @@ def character_attributes(context: dg.AssetExecutionContext, lake: LakeResource, 
     yield dg.MaterializeResult(
         metadata={
             "dagster/row_count": sum(s["rows"] for s in stats),
-            **{s: sum(x[s] for x in stats) for s in ("ok", "ambiguous", "no_character", "rejected")},
+            **{
+                s: sum(x[s] for x in stats)
+                for s in ("ok", "ambiguous", "no_character", "rejected", "filled_by_profile", "filled_by_head", "contradicts_profile")
+            },
             "unknown_rate_ok_rows": dg.MetadataValue.json(run_rates),
             "top_values_last_partition": dg.MetadataValue.json(value_counts(mart, ontology)),
             "json_schema": dg.MetadataValue.path(schema_uri),

@@ -1,0 +1,33 @@
+"""Character profiles, built across every materialized partition."""
+
+import dagster as dg
+import polars as pl
+
+from charassets.defs.metadata import preview
+from charassets.defs.resources import CatalogResource, LakeResource
+from charassets.domain.profiles import build_profiles, merge_counts, usable, value_counts
+
+
+@dg.asset(
+    key=["marts", "character_profiles"], deps=[dg.AssetKey(["labels", "tag_attributes"])], group_name="marts", kinds={"delta", "polars"}
+)
+def character_profiles(context: dg.AssetExecutionContext, lake: LakeResource, catalog: CatalogResource) -> dg.MaterializeResult:
+    """Each named character's usual look (majority value per attribute, its support and agreement) from its single-character records."""
+    table = lake.lake()
+    ontology = catalog.ontology()
+    counts = None
+    partitions = sorted(table.partition_counts("labels", "tag_attributes"))
+    for key in partitions:
+        counts = merge_counts(counts, value_counts(table.read("labels", "tag_attributes", [key]), ontology))
+    profiles = build_profiles(counts if counts is not None else pl.DataFrame())
+    table.write_table("marts", "character_profiles", profiles)
+    good = usable(profiles)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": profiles.height,
+            "characters": profiles.get_column("character").n_unique() if profiles.height else 0,
+            "usable_rows": good.height,
+            "partitions_seen": len(partitions),
+            "preview": preview(profiles.sort("support", descending=True), n=10),
+        }
+    )

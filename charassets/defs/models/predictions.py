@@ -1,0 +1,85 @@
+"""Champion heads applied to every record of a partition."""
+
+import dagster as dg
+import numpy as np
+import polars as pl
+
+from charassets.defs.features.assets import load_tag_cache
+from charassets.defs.metadata import per_partition
+from charassets.defs.partitions import backfill_policy, for_each_partition, record_chunks
+from charassets.defs.resources import CatalogResource, EmbedderResource, LakeResource, MlflowResource
+from charassets.domain import model_registry as registry
+from charassets.domain.features import tag_weights
+from charassets.domain.heads import masked_features
+from charassets.domain.profiles import profile_fields
+
+
+@dg.asset(
+    key=["models", "head_predictions"],
+    deps=[dg.AssetKey(["features", "embeddings"]), dg.AssetKey(["labels", "tag_attributes"]), dg.AssetKey(["models", "attribute_heads"])],
+    group_name="models",
+    partitions_def=record_chunks,
+    backfill_policy=backfill_policy,
+    kinds={"delta", "torch"},
+)
+def head_predictions(
+    context: dg.AssetExecutionContext,
+    lake: LakeResource,
+    catalog: CatalogResource,
+    embedder: EmbedderResource,
+    mlflow_store: MlflowResource,
+) -> dg.MaterializeResult:
+    """Per record and attribute: the champion head's predicted value, its probability, all class probabilities, and whether it clears the threshold."""
+    table = lake.lake()
+    ontology, model = catalog.ontology(), embedder.embedder()
+    registry.configure(mlflow_store.tracking_uri, mlflow_store.experiment, mlflow_store.artifact_root)
+    heads = {}
+    for f in profile_fields(ontology):
+        champ = registry.champion(f.key)
+        if champ:
+            head = registry.load_head(champ[1])
+            if head.dim == model.dim:
+                heads[f.key] = (head, f"{registry.model_name(f.key)}@v{champ[0]}")
+            else:
+                context.log.warning(f"{f.name}: champion v{champ[0]} expects {head.dim}-d vectors, the embedder gives {model.dim}: skipped")
+    cache = load_tag_cache(table, model) if heads else None
+    weights = dict(zip(list(cache.index), tag_weights(list(cache.index), catalog.vocabulary()).tolist(), strict=True)) if cache else {}
+
+    def work(key: str) -> dict:
+        emb = table.read("features", "embeddings", [key])
+        out = emb.select("record_id", "partition")
+        if heads and emb.height:
+            labels = table.read("labels", "tag_attributes", [key])
+            joined = emb.join(labels.select("record_id", *heads), on="record_id", how="left", maintain_order="left")
+            vectors = np.asarray(joined.get_column("vector").to_list(), dtype=np.float32)
+            sums = joined.get_column("weight_sum").to_numpy()
+            cols = []
+            for fkey, (head, name) in heads.items():
+                evidence = joined.get_column(fkey).struct.field("evidence").to_list()
+                proba = head.predict_proba(masked_features(vectors, sums, evidence, cache, weights))
+                best, conf = proba.argmax(1), proba.max(1)
+                cols.append(
+                    pl.DataFrame(
+                        {
+                            "value": np.asarray(head.classes)[best],
+                            "confidence": conf.astype(np.float32),
+                            "above_threshold": conf >= head.threshold,
+                            "model": [name] * len(best),
+                            "probs": pl.Series(proba.astype(np.float32)).cast(pl.List(pl.Float32)),
+                        }
+                    ).to_struct(fkey)
+                )
+            out = out.with_columns(cols)
+        table.write_partitions("models", "head_predictions", out, [key])
+        return {"records": out.height, "heads": len(heads)}
+
+    stats = for_each_partition(context, work)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": sum(s["records"] for s in stats),
+            "heads": dg.MetadataValue.json(
+                {k: {"model": n, "classes": h.classes, "threshold": h.threshold} for k, (h, n) in heads.items()}
+            ),
+            "per_partition": per_partition(stats),
+        }
+    )

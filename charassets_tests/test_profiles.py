@@ -1,0 +1,106 @@
+"""Character profiles give records back the look their tags left out, and flag contradictions."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from charassets.domain.demo import generate
+from charassets.domain.pipeline import clean_stage, label_stage, mart_stage
+from charassets.domain.profiles import build_profiles, merge_counts, value_counts
+from charassets.domain.sources import REJECT_SCHEMA, Chunk, SourcesConfig, read_chunk, register
+from charassets_tests.conftest import shared_file
+
+
+def test_profiles_restore_removed_hair_and_eye_colour(tmp_path, danbooru_vocabulary, ontology):
+    core = shared_file("characters/character_core_tags.csv")
+    # every named character's record keeps each look tag with probability 0.85: some lose their colours
+    cfg = SourcesConfig.from_yaml(generate(tmp_path, n=40_000, characters=core, rows_per_partition=10_000, danbooru_share=0.0))
+    labels_parts = []
+    counts = None
+    for spec in cfg.sources:
+        for row in register(spec).iter_rows(named=True):
+            records, _ = read_chunk(Chunk.from_row(row), spec)
+            clean, _ = clean_stage(records, spec, danbooru_vocabulary)
+            labels = label_stage(clean, ontology)
+            labels_parts.append(labels)
+            counts = merge_counts(counts, value_counts(labels, ontology))
+    labels = pl.concat(labels_parts)
+    profiles = build_profiles(counts)
+    mart = mart_stage(labels, pl.DataFrame(schema=REJECT_SCHEMA), ontology, profiles, None)
+    # the truth: what the ontology reads off each character's full core tags
+    cat = pl.read_csv(core)
+    truth_labels = label_stage(
+        clean_stage(
+            pl.DataFrame(
+                {
+                    "record_id": cat["character_tag"],
+                    "source_id": cat["character_tag"],
+                    "source": "t",
+                    "partition": "t",
+                    "row_index": range(cat.height),
+                    "tags_raw": cat["core_tags"],
+                }
+            ).with_columns(
+                *[
+                    pl.lit(None, dtype=pl.String).alias(c)
+                    for c in ("general_raw", "character_raw", "copyright_raw", "artist_raw", "meta_raw", "rating", "image_ref", "file")
+                ]
+            ),
+            SourcesConfig.model_validate({"sources": [{"name": "t", "uri": "-"}]}).sources[0],
+            danbooru_vocabulary,
+        )[0],
+        ontology,
+    )
+    single = mart.filter((pl.col("status") == "ok") & (pl.col("characters").list.len() == 1)).with_columns(
+        pl.col("characters").list.first().alias("character")
+    )
+    rates = {}
+    for key in ("hair_color", "eye_color"):
+        truth = truth_labels.select(pl.col("record_id").alias("character"), pl.col(key).struct.field("value").alias("truth")).filter(
+            pl.col("truth").is_not_null() & (pl.col("truth") != "unknown")
+        )
+        # characters with other records carrying the tag
+        carried = (
+            labels.filter(pl.col(key).struct.field("source") == "tags")
+            .select(pl.col("characters").list.first().alias("character"))
+            .unique()
+        )
+        removed = (
+            single.join(truth, on="character")
+            .join(carried, on="character", how="semi")
+            .filter(pl.col(key).struct.field("evidence").list.eval(~pl.element().str.starts_with("profile:")).list.sum() == 0)
+        )
+        got = removed.select((pl.col(key).struct.field("value") == pl.col("truth")).mean()).item()
+        rates[key] = (round(got, 4), removed.height)
+        assert removed.height >= 300, key
+        assert got >= 0.90, (
+            key,
+            got,
+            removed.filter(pl.col(key).struct.field("value") != pl.col("truth")).select("character", key, "truth").head(5),
+        )
+    print("restored by profiles:", rates)
+
+
+def test_contradicting_records_are_flagged(embedded_vocabulary, ontology):
+    from charassets.domain.sources import RAW_SCHEMA, SourceSpec
+
+    tags = ["1girl, hatsune miku, aqua hair"] * 4 + ["1girl, hatsune miku, pink hair", "1girl, hatsune miku, smile"]
+    raw = pl.DataFrame(
+        [
+            {"record_id": f"t:{i}", "source_id": str(i), "source": "t", "partition": "p", "file": "-", "row_index": i, "tags_raw": t}
+            for i, t in enumerate(tags)
+        ],
+        schema=RAW_SCHEMA,
+    )
+    labels = label_stage(clean_stage(raw, SourceSpec(name="t", uri="-"), embedded_vocabulary)[0], ontology)
+    profiles = build_profiles(value_counts(labels, ontology))
+    mart = mart_stage(labels, pl.DataFrame(schema=REJECT_SCHEMA), ontology, profiles, None)
+    rows = mart.sort("row_index").to_dicts()
+    assert rows[4]["hair_color"]["value"] == "pink" and "contradicts_profile:hair_color=aqua" in rows[4]["flags"]
+    assert rows[5]["hair_color"] == {
+        "value": "aqua",
+        "confidence": rows[5]["hair_color"]["confidence"],
+        "evidence": ["profile:hatsune_miku"],
+        "source": "profile",
+    }
+    assert 0 < rows[5]["hair_color"]["confidence"] < 0.9
