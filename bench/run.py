@@ -72,7 +72,11 @@ def main() -> None:
         t_publish = time.perf_counter()
         published = run_partitions(defs, instance, per_run=args.per_run, log_level="WARNING", job_name="publish", register_first=False)
         wall = time.perf_counter() - t1
-        phases = {"pipeline_s": round(t_train - t1, 1), "train_s": round(t_publish - t_train, 1), "publish_s": round(time.perf_counter() - t_publish, 1)}
+        phases = {
+            "pipeline_s": round(t_train - t1, 1),
+            "train_s": round(t_publish - t_train, 1),
+            "publish_s": round(time.perf_counter() - t_publish, 1),
+        }
         step_s: dict[str, float] = {}
         for run_id in [*report.runs, trained.run_id, *published.runs]:
             starts = {}
@@ -118,7 +122,9 @@ def main() -> None:
     print(f"phases: {phases}")
     emb = stages.get("features__embeddings", {})
     pred = stages.get("models__head_predictions (publish)", {})
-    print(f"embeddings pooled: {emb.get('records_per_s', 0):,} records/s (incl. I/O); full-string: {full_string:,} records/s (sample of 2,000)")
+    print(
+        f"embeddings pooled: {emb.get('records_per_s', 0):,} records/s (incl. I/O); full-string: {full_string:,} records/s (sample of 2,000)"
+    )
     print(f"head inference (all champion heads, incl. masking and I/O): {pred.get('records_per_s', 0):,} records/s")
     print(f"peak RSS (pipeline process): {peak:.0f} MB")
     print(

@@ -120,10 +120,13 @@ def extract_file(path: Path) -> list[str]:
     import dagster as dg
     import yaml
 
-    from charassets.definitions import build_definitions
+    from charassets.definitions import build_definitions, resources_from_env
     from charassets.defs.runner import run_partitions
     from charassets.domain.schema import to_json_frame
 
+    main_store = resources_from_env()
+    main_lake = main_store["lake"].lake()  # type: ignore[attr-defined]
+    mlflow_uri = main_store["mlflow_store"].tracking_uri  # type: ignore[attr-defined]
     with tempfile.TemporaryDirectory(prefix="charassets-extract-") as tmp:
         sources = Path(tmp) / "sources.yaml"
         sources.write_text(
@@ -131,10 +134,19 @@ def extract_file(path: Path) -> list[str]:
                 {"sources": [{"name": "input", "uri": str(path.resolve()), "layout": "ordered", "columns": {"id": "id", "tags": "tags"}}]}
             )
         )
-        env = {**os.environ, "CHARASSETS_SOURCES": str(sources), "CHARASSETS_LAKE": str(Path(tmp) / "lake")}
+        env = {**os.environ, "CHARASSETS_SOURCES": str(sources), "CHARASSETS_LAKE": str(Path(tmp) / "lake"), "CHARASSETS_HOME": tmp}
+        # the project's own profiles and champion heads, where they exist, help the file's records
+        if main_lake.exists("marts", "character_profiles"):
+            env["CHARASSETS_PRIOR_PROFILES"] = main_lake.uri("marts", "character_profiles")
+        if not mlflow_uri.startswith("sqlite:///") or Path(mlflow_uri.removeprefix("sqlite:///")).exists():
+            env["MLFLOW_TRACKING_URI"] = mlflow_uri
         defs = build_definitions(env)
+        quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
         with dg.DagsterInstance.ephemeral() as instance:
-            run_partitions(defs, instance)
+            run_partitions(defs, instance, log_level="WARNING")
+            if not defs.resolve_job_def("build_profiles").execute_in_process(instance=instance, run_config=quiet).success:
+                raise click.ClickException("building profiles failed")
+            run_partitions(defs, instance, log_level="WARNING", job_name="publish", register_first=False)
         lake = defs.resources["lake"].lake()  # type: ignore[union-attr]
         ontology = defs.resources["catalog"].ontology()  # type: ignore[union-attr]
         mart = lake.read("marts", "character_attributes").sort("partition", "row_index")

@@ -77,3 +77,33 @@ def test_extract_csv_and_parquet_through_the_installed_command(tmp_path):
 def test_usage_errors_are_clear(tmp_path):
     result = CliRunner().invoke(main, ["extract"])
     assert result.exit_code != 0 and "exactly one of --tags or --input" in result.output
+
+
+def test_extract_file_fills_from_profiles_of_the_input_and_of_the_lake(tmp_path, monkeypatch):
+    # a lake that already knows hatsune_miku's eye colour (three records), none of which are in the file
+    monkeypatch.setenv("CHARASSETS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CHARASSETS_LAKE", str(tmp_path / "home" / "lake"))
+    from charassets.domain.lake import Lake
+    from charassets.domain.profiles import PROFILE_SCHEMA
+
+    Lake(str(tmp_path / "home" / "lake")).write_table(
+        "marts",
+        "character_profiles",
+        pl.DataFrame([("hatsune_miku", "eye_color", "aqua", 3, 3, 1.0)], schema=PROFILE_SCHEMA, orient="row"),
+    )
+    src = tmp_path / "in.jsonl"
+    rows = [{"id": str(i), "tags": "1girl, hatsune miku, aqua hair, twintails"} for i in range(3)] + [
+        {"id": "x", "tags": "1girl, hatsune miku, smile"}
+    ]
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = CliRunner().invoke(main, ["extract", "--input", str(src)])
+    assert result.exit_code == 0, result.output
+    last = json.loads(result.output.strip().splitlines()[-1])
+    assert last["attributes"]["Hair Color"] == {
+        "value": "aqua",
+        "confidence": last["attributes"]["Hair Color"]["confidence"],
+        "evidence": ["profile:hatsune_miku"],
+        "source": "profile",
+    }  # from the file itself
+    assert last["attributes"]["Eye Color"]["value"] == "aqua" and last["attributes"]["Eye Color"]["source"] == "profile"  # from the lake
+    assert not (tmp_path / "home" / "mlflow.db").exists()  # extracting never creates a model store

@@ -33,6 +33,9 @@ train_heads = dg.define_asset_job(
     selection=dg.AssetSelection.assets(["models", "attribute_heads"], ["marts", "character_profiles"]),
     description="Train the attribute heads and build character profiles from every materialized partition.",
 )
+build_profiles = dg.define_asset_job(
+    "build_profiles", selection=dg.AssetSelection.assets(["marts", "character_profiles"]), description="Rebuild character profiles only."
+)
 publish = dg.define_asset_job(
     "publish",
     selection=PUBLISH,

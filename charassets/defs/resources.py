@@ -63,6 +63,7 @@ class CatalogResource(dg.ConfigurableResource):
     vocabulary_path: str | None = None
     aliases_path: str | None = None
     ontology_path: str = str(DEFAULT_ONTOLOGY)
+    prior_profiles_path: str | None = None
 
     def sources(self) -> SourcesConfig:
         path = Path(self.sources_path) if self.sources_path else Path(self.demo_dir) / "sources.yaml"

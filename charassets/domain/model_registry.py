@@ -32,9 +32,12 @@ class LoggedHead:
     name: str
 
 
-def configure(tracking_uri: str, experiment: str, artifact_root: str | None = None) -> None:
+def configure(tracking_uri: str, experiment: str | None = None, artifact_root: str | None = None) -> None:
+    """Point MLflow at a store; with an experiment name, create and select it (for logging runs)."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mlflow.set_tracking_uri(tracking_uri)
+    if experiment is None:
+        return
     if mlflow.get_experiment_by_name(experiment) is None:
         mlflow.create_experiment(experiment, artifact_location=artifact_root)
     mlflow.set_experiment(experiment)

@@ -50,6 +50,21 @@ def merge_counts(a: pl.DataFrame | None, b: pl.DataFrame) -> pl.DataFrame:
     return both.group_by("character", "field", "value").agg(pl.col("n").sum())
 
 
+OTHER = "__other__"
+
+
+def profiles_as_counts(profiles: pl.DataFrame) -> pl.DataFrame:
+    """Existing profiles back to counts (the majority value, and the rest as one 'other' bucket), to merge with new data."""
+    return pl.concat(
+        [
+            profiles.select("character", "field", "value", pl.col("support").alias("n")),
+            profiles.filter(pl.col("records") > pl.col("support")).select(
+                "character", "field", pl.lit(OTHER).alias("value"), (pl.col("records") - pl.col("support")).alias("n")
+            ),
+        ]
+    ).cast(COUNT_SCHEMA)
+
+
 def build_profiles(counts: pl.DataFrame) -> pl.DataFrame:
     """Majority value per (character, field) with its support and agreement (ties: alphabetical, deterministic)."""
     if counts.height == 0:
@@ -65,4 +80,4 @@ def build_profiles(counts: pl.DataFrame) -> pl.DataFrame:
 
 def usable(profiles: pl.DataFrame, min_support: int = MIN_SUPPORT, min_agreement: float = MIN_AGREEMENT) -> pl.DataFrame:
     """Profiles trustworthy enough to fill a gap or flag a contradiction."""
-    return profiles.filter((pl.col("support") >= min_support) & (pl.col("agreement") >= min_agreement))
+    return profiles.filter((pl.col("support") >= min_support) & (pl.col("agreement") >= min_agreement) & (pl.col("value") != OTHER))

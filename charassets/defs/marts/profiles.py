@@ -5,7 +5,7 @@ import polars as pl
 
 from charassets.defs.metadata import preview
 from charassets.defs.resources import CatalogResource, LakeResource
-from charassets.domain.profiles import build_profiles, merge_counts, usable, value_counts
+from charassets.domain.profiles import COUNT_SCHEMA, build_profiles, merge_counts, profiles_as_counts, usable, value_counts
 
 
 @dg.asset(
@@ -19,7 +19,10 @@ def character_profiles(context: dg.AssetExecutionContext, lake: LakeResource, ca
     partitions = sorted(table.partition_counts("labels", "tag_attributes"))
     for key in partitions:
         counts = merge_counts(counts, value_counts(table.read("labels", "tag_attributes", [key]), ontology))
-    profiles = build_profiles(counts if counts is not None else pl.DataFrame())
+    prior = catalog.prior_profiles_path
+    if prior:  # profiles from another lake (e.g. the main one when extracting a file) count as earlier evidence
+        counts = merge_counts(counts, profiles_as_counts(pl.read_delta(prior)))
+    profiles = build_profiles(counts if counts is not None else pl.DataFrame(schema=COUNT_SCHEMA))
     table.write_table("marts", "character_profiles", profiles)
     good = usable(profiles)
     return dg.MaterializeResult(
@@ -28,6 +31,7 @@ def character_profiles(context: dg.AssetExecutionContext, lake: LakeResource, ca
             "characters": profiles.get_column("character").n_unique() if profiles.height else 0,
             "usable_rows": good.height,
             "partitions_seen": len(partitions),
+            "prior_profiles": prior or "none",
             "preview": preview(profiles.sort("support", descending=True), n=10),
         }
     )

@@ -32,7 +32,7 @@ def head_predictions(
     """Per record and attribute: the champion head's predicted value, its probability, all class probabilities, and whether it clears the threshold."""
     table = lake.lake()
     ontology, model = catalog.ontology(), embedder.embedder()
-    registry.configure(mlflow_store.tracking_uri, mlflow_store.experiment, mlflow_store.artifact_root)
+    registry.configure(mlflow_store.tracking_uri)  # read-only: champions
     heads = {}
     for f in profile_fields(ontology):
         champ = registry.champion(f.key)
