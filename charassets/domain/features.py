@@ -23,6 +23,14 @@ POOLED_CATEGORIES = ("general", "character", "copyright", "unknown_tags")
 TAG_VECTOR_SCHEMA = {"embedder": pl.String, "tag": pl.String, "vector": pl.List(pl.Float32)}
 
 
+def vector_matrix(vectors: pl.Series) -> np.ndarray:
+    """A list<float32> column as a (rows, dim) float32 matrix, without going through Python objects."""
+    if vectors.len() == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    width = vectors.list.len().max()
+    return np.ascontiguousarray(vectors.list.to_array(width).to_numpy(), dtype=np.float32)
+
+
 def feature_tags(clean: pl.DataFrame) -> pl.Series:
     """The tags a record is described by (artist and meta tags say nothing about the character)."""
     return clean.select(pl.concat_list(*POOLED_CATEGORIES).list.unique(maintain_order=True).alias("ftags")).to_series()
@@ -58,7 +66,7 @@ class TagVectorCache:
         self.new_rows: list[tuple[str, np.ndarray]] = []
         if known is not None and known.height:
             known = known.filter(pl.col("embedder") == embedder.id).unique("tag", keep="first")
-            self._add(known.get_column("tag").to_list(), np.asarray(known.get_column("vector").to_list(), dtype=np.float32), new=False)
+            self._add(known.get_column("tag").to_list(), vector_matrix(known.get_column("vector")), new=False)
 
     def _add(self, tags: list[str], vectors: np.ndarray, new: bool) -> None:
         if not tags:

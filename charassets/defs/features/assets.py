@@ -94,10 +94,3 @@ def _as_list_column(vectors: np.ndarray) -> pl.Series:
     if len(vectors) == 0:
         return pl.Series("vector", [], dtype=pl.List(pl.Float32))
     return pl.Series("vector", np.ascontiguousarray(vectors, dtype=np.float32)).cast(pl.List(pl.Float32))
-
-
-def read_vectors(table, partitions: list[str] | None = None) -> tuple[pl.DataFrame, np.ndarray]:
-    """Embeddings of some partitions as (frame without vectors, float32 matrix)."""
-    df = table.read("features", "embeddings", partitions)
-    mat = np.asarray(df.get_column("vector").to_list(), dtype=np.float32) if df.height else np.zeros((0, 0), dtype=np.float32)
-    return df.drop("vector"), mat

@@ -6,14 +6,13 @@ import tempfile
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
 import polars as pl
 
 from charassets.defs.features.assets import load_tag_cache
 from charassets.defs.metadata import preview
 from charassets.defs.resources import CatalogResource, EmbedderResource, LakeResource, MlflowResource
 from charassets.domain import model_registry as registry
-from charassets.domain.features import tag_weights
+from charassets.domain.features import tag_weights, vector_matrix
 from charassets.domain.heads import HeadConfig, evaluate
 from charassets.domain.training import field_candidates, merge_candidates, plots, train_field
 
@@ -95,7 +94,7 @@ def attribute_heads(
         joined = cand.join(emb, on="record_id", how="inner") if cand is not None else None
         result = None
         if joined is not None and joined.height:
-            vectors = np.asarray(joined.get_column("vector").to_list(), dtype=np.float32)
+            vectors = vector_matrix(joined.get_column("vector"))
             result = train_field(f, joined, vectors, joined.get_column("weight_sum").to_numpy(), cache, weights, head_config)
         if result is None:
             skipped[f.name] = "fewer than two classes with enough labels"

@@ -9,7 +9,7 @@ from charassets.defs.metadata import per_partition
 from charassets.defs.partitions import backfill_policy, for_each_partition, record_chunks
 from charassets.defs.resources import CatalogResource, EmbedderResource, LakeResource, MlflowResource
 from charassets.domain import model_registry as registry
-from charassets.domain.features import tag_weights
+from charassets.domain.features import tag_weights, vector_matrix
 from charassets.domain.heads import masked_features
 from charassets.domain.profiles import profile_fields
 
@@ -51,7 +51,7 @@ def head_predictions(
         if heads and emb.height:
             labels = table.read("labels", "tag_attributes", [key])
             joined = emb.join(labels.select("record_id", *heads), on="record_id", how="left", maintain_order="left")
-            vectors = np.asarray(joined.get_column("vector").to_list(), dtype=np.float32)
+            vectors = vector_matrix(joined.get_column("vector"))
             sums = joined.get_column("weight_sum").to_numpy()
             cols = []
             for fkey, (head, name) in heads.items():
