@@ -171,3 +171,19 @@ def test_a_worse_challenger_does_not_take_champion(trained):
     assert registry.champion("hair_color") == champion_before
     newest = registry.versions("hair_color")[0]
     assert not newest["champion"] and "champion kept" in newest["tags"]["gate_decision"]
+
+
+def test_models_compare_prints_versions_side_by_side(trained, monkeypatch):
+    from click.testing import CliRunner
+
+    from charassets.cli import main
+
+    defs, _, _ = trained
+    store = defs.resources["mlflow_store"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.tracking_uri)
+    result = CliRunner().invoke(main, ["models", "compare", "Hair Color"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0].split()[:4] == ["model", "ver", "champ", "macro-F1"]
+    rows = [line for line in lines[1:] if line.startswith("charassets-head-hair-color")]
+    assert len(rows) == len(registry.versions("hair_color")) and sum("*" in r.split()[2] for r in rows) == 1
