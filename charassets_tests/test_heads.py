@@ -143,7 +143,7 @@ def test_heads_are_logged_registered_and_champions(trained):
     md = heads_metadata(first)
     macro, baselines = md["macro_f1"].value, md["baselines"].value
     assert {"Gender", "Hair Color", "Eye Color", "Hair Length"} <= set(macro)
-    for name in ("Gender", "Hair Color", "Eye Color", "Hair Length"):
+    for name in ("Gender", "Hair Color", "Eye Color", "Hair Length", "Hair Style"):
         assert macro[name] > baselines[name]["majority"], name  # better than always answering the majority class
     assert all(ev.passed for ev in first.get_asset_check_evaluations())  # first versions become champions
     rows = registry.versions("hair_color")
@@ -159,6 +159,14 @@ def test_heads_are_logged_registered_and_champions(trained):
     model = mlflow.pyfunc.load_model(f"models:/{registry.model_name('hair_color')}@champion")
     out = model.predict(np.zeros((2, head.dim), dtype=np.float32))
     assert list(out.columns) == ["value", "confidence", "above_threshold"] and out["value"].iloc[0] in head.classes
+    # a list attribute gets a multi-label head: one threshold per class, lists out
+    style_run = registry.versions("hair_style")[0]["run_id"]
+    style = registry.load_head(style_run)
+    assert style.multilabel and len(style.class_thresholds) == len(style.classes) >= 5
+    styles = mlflow.pyfunc.load_model(f"models:/{registry.model_name('hair_style')}@champion").predict(
+        np.zeros((2, style.dim), dtype=np.float32)
+    )
+    assert all(isinstance(v, list) and set(v) <= set(style.classes) for v in styles["value"])
 
 
 def test_a_worse_challenger_does_not_take_champion(trained):

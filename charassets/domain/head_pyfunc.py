@@ -1,8 +1,8 @@
 """MLflow "model from code" for an attribute head: MLflow loads this file, not a pickle.
 
 Input: a 2-D array of record vectors (already masked for the head's field).
-Output: one row per record with the predicted class, its probability and whether it
-clears the head's validation-chosen threshold.
+Output: one row per record with the predicted class (a list of classes for a multi-label
+head), its probability and whether it clears the head's validation-chosen threshold.
 """
 
 import mlflow
@@ -18,6 +18,15 @@ class AttributeHeadModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params=None):
         proba = self.head.predict_proba(np.asarray(model_input, dtype=np.float32))
+        if self.head.multilabel:
+            chosen = self.head.predict_sets(proba)
+            return pd.DataFrame(
+                {
+                    "value": [[c for c, k in zip(self.head.classes, row, strict=True) if k] for row in chosen],
+                    "confidence": np.where(chosen, proba, 1.0).min(1),
+                    "above_threshold": chosen.any(1),
+                }
+            )
         best = proba.argmax(1)
         conf = proba.max(1)
         return pd.DataFrame(

@@ -63,11 +63,19 @@ class TrainedHead:
     module: AttributeHead
     threshold: float = 0.0
     meta: dict = field(default_factory=dict)
+    multilabel: bool = False
+    class_thresholds: list[float] = field(default_factory=list)  # multilabel: one per class
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities: softmax rows for single-label heads, independent sigmoids for multi-label ones."""
         self.module.eval()
         with torch.inference_mode():
-            return torch.softmax(self.module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))), dim=1).numpy()
+            logits = self.module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+            return (torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)).numpy()
+
+    def predict_sets(self, proba: np.ndarray) -> np.ndarray:
+        """Multi-label decisions: each class's probability against its own threshold."""
+        return proba >= np.asarray(self.class_thresholds, dtype=np.float32)[None, :]
 
     def save(self, directory: str | Path) -> Path:
         d = Path(directory)
@@ -82,6 +90,8 @@ class TrainedHead:
                     "threshold": self.threshold,
                     "config": asdict(self.config),
                     "meta": self.meta,
+                    "multilabel": self.multilabel,
+                    "class_thresholds": self.class_thresholds,
                 },
                 indent=2,
             )
@@ -95,7 +105,17 @@ class TrainedHead:
         config = HeadConfig(**cfg["config"])
         module = AttributeHead(cfg["dim"], len(cfg["classes"]), config)
         module.load_state_dict(load_file(str(d / "weights.safetensors")))
-        return cls(cfg["field"], cfg["classes"], cfg["dim"], config, module, cfg["threshold"], cfg.get("meta", {}))
+        return cls(
+            cfg["field"],
+            cfg["classes"],
+            cfg["dim"],
+            config,
+            module,
+            cfg["threshold"],
+            cfg.get("meta", {}),
+            cfg.get("multilabel", False),
+            cfg.get("class_thresholds", []),
+        )
 
 
 def stable_split(record_ids: list[str], labels: list[str], every: int = 5) -> np.ndarray:
@@ -140,6 +160,64 @@ def _fit(module, opt, loss_fn, xt, y, config: HeadConfig, gen) -> None:
             opt.zero_grad()
             loss_fn(module(xt[batch]), y[batch]).backward()
             opt.step()
+
+
+def train_multilabel_head(field: str, x: np.ndarray, label_sets: list[list[str]], config: HeadConfig = HeadConfig()) -> TrainedHead:
+    """Independent sigmoid per class, BCE with positive weights (rare styles count as much as common ones)."""
+    torch.manual_seed(config.seed)
+    classes = sorted({c for s in label_sets for c in s})
+    y = torch.from_numpy(multi_hot(label_sets, classes))
+    pos = y.sum(0)
+    pos_weight = ((len(y) - pos) / pos.clamp(min=1)).clamp(max=50)
+    module = AttributeHead(x.shape[1], len(classes), config)
+    opt = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    module.train()
+    with torch.enable_grad():
+        _fit(module, opt, loss_fn, xt, y, config, torch.Generator().manual_seed(config.seed))
+    return TrainedHead(field, classes, x.shape[1], config, module, multilabel=True)
+
+
+def multi_hot(label_sets: list[list[str]], classes: list[str]) -> np.ndarray:
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.zeros((len(label_sets), len(classes)), dtype=np.float32)
+    for r, labels in enumerate(label_sets):
+        for c in labels or []:
+            if c in index:
+                y[r, index[c]] = 1.0
+    return y
+
+
+def choose_class_thresholds(proba: np.ndarray, y: np.ndarray, target_precision: float = TARGET_PRECISION) -> list[float]:
+    """Per class, the lowest probability at which predictions reach the target precision on validation data (else 0.5)."""
+    out = []
+    for k in range(proba.shape[1]):
+        chosen = 0.5
+        for t in np.unique(np.round(proba[:, k], 3)):
+            keep = proba[:, k] >= t
+            if keep.sum() >= 3 and y[keep, k].mean() >= target_precision:
+                chosen = float(t)
+                break
+        out.append(chosen)
+    return out
+
+
+def evaluate_multilabel(classes: list[str], y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """Per-class precision/recall/F1/support, macro-F1, and each class's 2x2 confusion (raw and row-normalised)."""
+    from sklearn.metrics import multilabel_confusion_matrix
+
+    report = classification_report(y_true, y_pred, target_names=classes, output_dict=True, zero_division=0)
+    cms = multilabel_confusion_matrix(y_true, y_pred)
+    return {
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "accuracy": float((y_true == y_pred).all(axis=1).mean()) if len(y_true) else 0.0,  # exact set match
+        "per_class": {c: {k: report[c][k] for k in ("precision", "recall", "f1-score", "support")} for c in classes},
+        "confusion": {c: cm.tolist() for c, cm in zip(classes, cms, strict=True)},
+        "confusion_normalized": {
+            c: np.round(cm / np.maximum(cm.sum(axis=1, keepdims=True), 1), 4).tolist() for c, cm in zip(classes, cms, strict=True)
+        },
+    }
 
 
 def choose_threshold(proba: np.ndarray, y_true: np.ndarray, target_precision: float = TARGET_PRECISION) -> tuple[float, float, float]:

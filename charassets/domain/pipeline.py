@@ -86,6 +86,23 @@ def fill_gaps(labels: pl.DataFrame, ontology: Ontology, profiles: pl.DataFrame |
                 expr = expr.when(cond).then(val)
             df = df.with_columns(expr.otherwise(cur).alias(f.key))
         df = df.drop([c for c in ("_pv", "_ps", "_pa", "_h") if c in df.columns])
+    # list attributes: a confident multi-label head fills a list the tags left empty
+    for f in [f for f in ontology.fields if f.cardinality == "multi" and f.values]:
+        if predictions is None or f.key not in predictions.columns:
+            continue
+        cur = pl.col(f.key)
+        empty = ok & (cur.struct.field("value").list.len() == 0) & (cur.struct.field("evidence").list.len() == 0)
+        df = df.join(predictions.select("record_id", pl.col(f.key).alias("_h")), on="record_id", how="left", maintain_order="left")
+        head_value = pl.struct(
+            pl.col("_h").struct.field("value").alias("value"),
+            pl.col("_h").struct.field("confidence").cast(pl.Float32).alias("confidence"),
+            pl.concat_list(pl.lit("head:") + pl.col("_h").struct.field("model")).alias("evidence"),
+            pl.lit("head").alias("source"),
+        )
+        df = df.with_columns(
+            pl.when(empty & pl.col("_h").struct.field("above_threshold").fill_null(False)).then(head_value).otherwise(cur).alias(f.key)
+        )
+        df = df.drop("_h")
     return df.drop("_character")
 
 

@@ -123,13 +123,94 @@ def plots(result: FieldResult, out_dir: Path) -> dict[str, str]:
     recall_path = out_dir / "recall_vs_support.png"
     fig.savefig(recall_path, dpi=100)
     plt.close(fig)
+    cm = result.metrics["confusion_normalized"]
     fig, ax = plt.subplots(figsize=(1 + 0.5 * len(classes), 1 + 0.5 * len(classes)))
-    ax.imshow(np.array(result.metrics["confusion_normalized"]), cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(classes)), classes, fontsize=7)
-    ax.set(xlabel="predicted", ylabel="rule label", title="confusion (row-normalised)")
+    if isinstance(cm, dict):  # multi-label: each class's false-negative and false-positive rates
+        rates = np.array([[cm[c][1][0], cm[c][0][1]] for c in classes])
+        ax.imshow(rates, cmap="Reds", vmin=0, vmax=1, aspect="auto")
+        ax.set_xticks([0, 1], ["missed (FN rate)", "false alarm (FP rate)"], fontsize=7)
+        ax.set_yticks(range(len(classes)), classes, fontsize=7)
+        ax.set(title="per-class error rates")
+    else:
+        ax.imshow(np.array(cm), cmap="Blues", vmin=0, vmax=1)
+        ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(classes)), classes, fontsize=7)
+        ax.set(xlabel="predicted", ylabel="rule label", title="confusion (row-normalised)")
     fig.tight_layout()
     cm_path = out_dir / "confusion_normalized.png"
     fig.savefig(cm_path, dpi=100)
     plt.close(fig)
     return {"recall_vs_support": str(recall_path), "confusion_normalized": str(cm_path)}
+
+
+def multi_candidates(labels: pl.DataFrame, spec: FieldSpec, per_class: int) -> pl.DataFrame:
+    """Records stating at least one value of a multi-valued field, bottom-k per value (a record is kept once)."""
+    value = pl.col(spec.key).struct.field("value")
+    rows = labels.filter((pl.col("status") == "ok") & value.is_not_null() & (value.list.len() > 0)).select(
+        "record_id",
+        "partition",
+        value.alias("labels"),
+        pl.col(spec.key).struct.field("evidence").alias("evidence"),
+        "characters",
+        pl.col("record_id").map_elements(_hash, return_dtype=pl.String).alias("h"),
+    )
+    keep = (
+        rows.select("record_id", "h", pl.col("labels").alias("label"))
+        .explode("label")
+        .sort("h")
+        .group_by("label", maintain_order=True)
+        .head(per_class)
+    )
+    return rows.join(keep.select("record_id").unique(), on="record_id", how="semi").with_columns(pl.col("labels").alias("label"))
+
+
+def merge_multi(a: pl.DataFrame | None, b: pl.DataFrame, per_class: int) -> pl.DataFrame:
+    both = b if a is None else pl.concat([a, b])
+    keep = (
+        both.select("record_id", "h", pl.col("labels").alias("l")).explode("l").sort("h").group_by("l", maintain_order=True).head(per_class)
+    )
+    return both.join(keep.select("record_id").unique(), on="record_id", how="semi")
+
+
+def train_multi_field(
+    spec: FieldSpec, cand: pl.DataFrame, vectors: np.ndarray, sums: np.ndarray, cache, weights: dict[str, float], config: HeadConfig
+) -> FieldResult | None:
+    """Multi-label head for a multi-valued field: per-class thresholds, per-class metrics, baselines."""
+    from charassets.domain.heads import choose_class_thresholds, evaluate_multilabel, multi_hot, train_multilabel_head
+
+    sets = cand.get_column("labels").to_list()
+    counts = Counter(c for s in sets for c in s)
+    keep = sorted(c for c, n in counts.items() if n >= MIN_PER_CLASS)
+    if len(keep) < 2:
+        return None
+    sets = [[c for c in s if c in keep] for s in sets]
+    x = masked_features(vectors, sums, cand.get_column("evidence").to_list(), cache, weights)
+    first = [s[0] if s else "" for s in sets]
+    val = stable_split(cand.get_column("record_id").to_list(), first)
+    train_sets = [s for s, m in zip(sets, val, strict=True) if not m]
+    head = train_multilabel_head(spec.name, x[~val], train_sets, config)
+    y_val = multi_hot([s for s, m in zip(sets, val, strict=True) if m], head.classes)
+    proba = head.predict_proba(x[val])
+    head.class_thresholds = choose_class_thresholds(proba, y_val)
+    head.threshold = float(min(head.class_thresholds))
+    metrics = evaluate_multilabel(head.classes, y_val, head.predict_sets(proba).astype(int))
+    metrics["coverage_at_threshold"] = float(head.predict_sets(proba).any(axis=1).mean()) if len(proba) else 0.0
+    majority = Counter(c for s in train_sets for c in s).most_common(1)[0][0]
+    majority_pred = multi_hot([[majority]] * len(y_val), head.classes)
+    chars = cand.get_column("characters").to_list()
+    votes: dict[str, Counter] = {}
+    seen: Counter = Counter()
+    for c, s, m in zip(chars, sets, val, strict=True):
+        if not m and c:
+            seen[c[0]] += 1
+            votes.setdefault(c[0], Counter()).update(s)
+    rule = [
+        [v for v, n in votes[c[0]].items() if n / seen[c[0]] >= 0.5] if c and c[0] in votes else [majority]
+        for c, m in zip(chars, val, strict=True)
+        if m
+    ]
+    baselines = {
+        "majority": evaluate_multilabel(head.classes, y_val, majority_pred.astype(int))["macro_f1"],
+        "character_rule": evaluate_multilabel(head.classes, y_val, multi_hot(rule, head.classes).astype(int))["macro_f1"],
+    }
+    return FieldResult(head, metrics, baselines, int((~val).sum()), int(val.sum()), x[val], y_val, dict(counts))

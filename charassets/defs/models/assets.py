@@ -13,8 +13,16 @@ from charassets.defs.metadata import preview
 from charassets.defs.resources import CatalogResource, EmbedderResource, LakeResource, MlflowResource
 from charassets.domain import model_registry as registry
 from charassets.domain.features import tag_weights, vector_matrix
-from charassets.domain.heads import HeadConfig, evaluate
-from charassets.domain.training import field_candidates, merge_candidates, plots, train_field
+from charassets.domain.heads import HeadConfig, evaluate, evaluate_multilabel
+from charassets.domain.training import (
+    field_candidates,
+    merge_candidates,
+    merge_multi,
+    multi_candidates,
+    plots,
+    train_field,
+    train_multi_field,
+)
 
 GATE = "challenger_beats_champion"
 
@@ -65,7 +73,8 @@ def attribute_heads(
     table = lake.lake()
     ontology, vocabulary, model = catalog.ontology(), catalog.vocabulary(), embedder.embedder()
     wanted = set(config.fields)
-    fields = [f for f in ontology.fields if f.cardinality == "single" and f.values and (not wanted or wanted & {f.name, f.key})]
+    # every attribute with a closed set of values: single-label heads, and multi-label heads for list fields
+    fields = [f for f in ontology.fields if f.values and (not wanted or wanted & {f.name, f.key})]
     partitions = sorted(set(table.partition_counts("labels", "tag_attributes")) & set(table.partition_counts("features", "embeddings")))
     if not partitions:
         raise dg.Failure("no partition has both labels and embeddings: materialize the record assets first")
@@ -73,7 +82,10 @@ def attribute_heads(
     for key in partitions:
         labels = table.read("labels", "tag_attributes", [key])
         for f in fields:
-            cands[f.key] = merge_candidates(cands[f.key], field_candidates(labels, f, config.per_class), config.per_class)
+            if f.cardinality == "multi":
+                cands[f.key] = merge_multi(cands[f.key], multi_candidates(labels, f, config.per_class), config.per_class)
+            else:
+                cands[f.key] = merge_candidates(cands[f.key], field_candidates(labels, f, config.per_class), config.per_class)
     ids = pl.concat([c.select("record_id") for c in cands.values() if c is not None]).unique()
     emb = pl.concat([table.scan("features", "embeddings", [k]).join(ids.lazy(), on="record_id", how="semi").collect() for k in partitions])
     cache = load_tag_cache(table, model)
@@ -95,7 +107,8 @@ def attribute_heads(
         result = None
         if joined is not None and joined.height:
             vectors = vector_matrix(joined.get_column("vector"))
-            result = train_field(f, joined, vectors, joined.get_column("weight_sum").to_numpy(), cache, weights, head_config)
+            trainer = train_multi_field if f.cardinality == "multi" else train_field
+            result = trainer(f, joined, vectors, joined.get_column("weight_sum").to_numpy(), cache, weights, head_config)
         if result is None:
             skipped[f.name] = "fewer than two classes with enough labels"
             continue
@@ -175,10 +188,14 @@ def _champion_gate(field_key: str, logged: "registry.LoggedHead", result) -> dic
         decision, promoted, old_f1 = "first version: champion", True, None
     else:
         old = registry.load_head(current[1])
-        if old.classes != result.head.classes or old.dim != result.head.dim:
+        if old.classes != result.head.classes or old.dim != result.head.dim or old.multilabel != result.head.multilabel:
             decision, promoted, old_f1 = "champion not comparable (classes or embedder changed): challenger promoted", True, None
         else:
-            old_f1 = evaluate(old.classes, result.val_y, old.predict_proba(result.val_x).argmax(1))["macro_f1"]
+            proba = old.predict_proba(result.val_x)
+            if old.multilabel:
+                old_f1 = evaluate_multilabel(old.classes, result.val_y, old.predict_sets(proba).astype(int))["macro_f1"]
+            else:
+                old_f1 = evaluate(old.classes, result.val_y, proba.argmax(1))["macro_f1"]
             promoted = new_f1 > old_f1
             decision = f"challenger {new_f1:.4f} vs champion v{current[0]} {old_f1:.4f}: " + ("promoted" if promoted else "champion kept")
     if promoted:

@@ -11,7 +11,6 @@ from charassets.defs.resources import CatalogResource, EmbedderResource, LakeRes
 from charassets.domain import model_registry as registry
 from charassets.domain.features import tag_weights, vector_matrix
 from charassets.domain.heads import masked_features
-from charassets.domain.profiles import profile_fields
 
 
 @dg.asset(
@@ -34,7 +33,7 @@ def head_predictions(
     ontology, model = catalog.ontology(), embedder.embedder()
     registry.configure(mlflow_store.tracking_uri)  # read-only: champions
     heads = {}
-    for f in profile_fields(ontology):
+    for f in [f for f in ontology.fields if f.values]:  # every closed attribute may have a head
         champ = registry.champion(f.key)
         if champ:
             head = registry.load_head(champ[1])
@@ -57,14 +56,23 @@ def head_predictions(
             for fkey, (head, name) in heads.items():
                 evidence = joined.get_column(fkey).struct.field("evidence").to_list()
                 proba = head.predict_proba(masked_features(vectors, sums, evidence, cache, weights))
-                best, conf = proba.argmax(1), proba.max(1)
+                if head.multilabel:  # the classes clearing their own thresholds; confidence: the weakest of them
+                    chosen = head.predict_sets(proba)
+                    value = pl.Series(
+                        [[c for c, k in zip(head.classes, row, strict=True) if k] for row in chosen], dtype=pl.List(pl.String)
+                    )
+                    conf = np.where(chosen.any(1), np.where(chosen, proba, 1.0).min(1), proba.max(1))
+                    above = chosen.any(1)
+                else:
+                    value, conf = np.asarray(head.classes)[proba.argmax(1)], proba.max(1)
+                    above = conf >= head.threshold
                 cols.append(
                     pl.DataFrame(
                         {
-                            "value": np.asarray(head.classes)[best],
+                            "value": value,
                             "confidence": conf.astype(np.float32),
-                            "above_threshold": conf >= head.threshold,
-                            "model": [name] * len(best),
+                            "above_threshold": above,
+                            "model": [name] * len(proba),
                             "probs": pl.Series(proba.astype(np.float32)).cast(pl.List(pl.Float32)),
                         }
                     ).to_struct(fkey)
