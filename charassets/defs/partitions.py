@@ -37,3 +37,16 @@ def for_each_partition(context: dg.AssetExecutionContext, work: Callable[[str], 
         if len(keys) > 1:
             context.log.info(f"{context.op_def.name}: {i}/{len(keys)} partitions ({key}: {stats}) {time.perf_counter() - started:.1f}s")
     return results
+
+
+def record_asset(stage: str, name: str, deps: list[tuple[str, str]], kinds: set[str], **kwargs):
+    """A per-record asset: key ``<stage>/<name>``, group ``<stage>``, one partition per record chunk."""
+    return dg.asset(
+        key=[stage, name],
+        deps=[dg.AssetKey(list(d)) for d in deps],
+        group_name=stage,
+        partitions_def=record_chunks,
+        backfill_policy=backfill_policy,
+        kinds=kinds,
+        **kwargs,
+    )

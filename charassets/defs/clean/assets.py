@@ -4,7 +4,7 @@ import dagster as dg
 import polars as pl
 
 from charassets.defs.metadata import per_partition, preview, totals
-from charassets.defs.partitions import backfill_policy, for_each_partition, record_chunks, source_of
+from charassets.defs.partitions import for_each_partition, record_asset, source_of
 from charassets.defs.raw.assets import REGISTRY
 from charassets.defs.resources import CatalogResource, LakeResource
 from charassets.domain.pipeline import clean_stage
@@ -12,12 +12,10 @@ from charassets.domain.pipeline import clean_stage
 ROW_ACCOUNTING = "row_accounting"
 
 
-@dg.asset(
-    key=["clean", "tags"],
-    deps=[dg.AssetKey(["raw", "records"])],
-    group_name="clean",
-    partitions_def=record_chunks,
-    backfill_policy=backfill_policy,
+@record_asset(
+    "clean",
+    "tags",
+    deps=[("raw", "records")],
     kinds={"delta", "polars"},
     check_specs=[
         dg.AssetCheckSpec(

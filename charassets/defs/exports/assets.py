@@ -6,19 +6,17 @@ import json
 import dagster as dg
 
 from charassets.defs.metadata import per_partition
-from charassets.defs.partitions import backfill_policy, for_each_partition, record_chunks
+from charassets.defs.partitions import for_each_partition, record_asset
 from charassets.defs.resources import CatalogResource, LakeResource
 from charassets.domain.schema import json_schema, to_json_frame
 
 EXPORT_DIR = "exports/character_attributes"
 
 
-@dg.asset(
-    key=["exports", "character_attributes_files"],
-    deps=[dg.AssetKey(["marts", "character_attributes"])],
-    group_name="exports",
-    partitions_def=record_chunks,
-    backfill_policy=backfill_policy,
+@record_asset(
+    "exports",
+    "character_attributes_files",
+    deps=[("marts", "character_attributes")],
     kinds={"jsonl", "parquet"},
 )
 def character_attributes_files(context: dg.AssetExecutionContext, lake: LakeResource, catalog: CatalogResource) -> dg.MaterializeResult:

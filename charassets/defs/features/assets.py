@@ -5,7 +5,7 @@ import numpy as np
 import polars as pl
 
 from charassets.defs.metadata import per_partition
-from charassets.defs.partitions import backfill_policy, for_each_partition, record_chunks
+from charassets.defs.partitions import for_each_partition, record_asset
 from charassets.defs.resources import CatalogResource, EmbedderResource, LakeResource
 from charassets.domain.features import TagVectorCache, content_hashes, encode_full, feature_tags, pool
 
@@ -28,12 +28,10 @@ def save_tag_cache(table, cache: TagVectorCache) -> int:
     return new.height
 
 
-@dg.asset(
-    key=["features", "embeddings"],
-    deps=[dg.AssetKey(["clean", "tags"])],
-    group_name="features",
-    partitions_def=record_chunks,
-    backfill_policy=backfill_policy,
+@record_asset(
+    "features",
+    "embeddings",
+    deps=[("clean", "tags")],
     kinds={"delta", "torch"},
 )
 def embeddings(

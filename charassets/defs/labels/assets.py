@@ -4,17 +4,15 @@ import dagster as dg
 import polars as pl
 
 from charassets.defs.metadata import per_partition, preview
-from charassets.defs.partitions import backfill_policy, for_each_partition, record_chunks
+from charassets.defs.partitions import for_each_partition, record_asset
 from charassets.defs.resources import CatalogResource, LakeResource
 from charassets.domain.pipeline import label_stage
 
 
-@dg.asset(
-    key=["labels", "tag_attributes"],
-    deps=[dg.AssetKey(["clean", "tags"])],
-    group_name="labels",
-    partitions_def=record_chunks,
-    backfill_policy=backfill_policy,
+@record_asset(
+    "labels",
+    "tag_attributes",
+    deps=[("clean", "tags")],
     kinds={"delta", "polars"},
 )
 def tag_attributes(context: dg.AssetExecutionContext, lake: LakeResource, catalog: CatalogResource) -> dg.MaterializeResult:

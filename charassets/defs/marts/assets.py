@@ -6,7 +6,7 @@ import dagster as dg
 import polars as pl
 
 from charassets.defs.metadata import per_partition, preview
-from charassets.defs.partitions import backfill_policy, for_each_partition, record_chunks
+from charassets.defs.partitions import for_each_partition, record_asset
 from charassets.defs.resources import CatalogResource, LakeResource
 from charassets.domain.pipeline import mart_stage, unknown_rates, value_counts
 from charassets.domain.schema import SchemaViolation, json_schema, to_json_frame, validate_rows
@@ -16,17 +16,10 @@ ROWS_VALID = "rows_match_schema"
 PLAUSIBLE = "plausible_unknown_rates"
 
 
-@dg.asset(
-    key=["marts", "character_attributes"],
-    deps=[
-        dg.AssetKey(["labels", "tag_attributes"]),
-        dg.AssetKey(["raw", "rejects"]),
-        dg.AssetKey(["marts", "character_profiles"]),
-        dg.AssetKey(["models", "head_predictions"]),
-    ],
-    group_name="marts",
-    partitions_def=record_chunks,
-    backfill_policy=backfill_policy,
+@record_asset(
+    "marts",
+    "character_attributes",
+    deps=[("labels", "tag_attributes"), ("raw", "rejects"), ("marts", "character_profiles"), ("models", "head_predictions")],
     kinds={"delta", "polars"},
     check_specs=[
         dg.AssetCheckSpec(

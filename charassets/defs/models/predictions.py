@@ -6,19 +6,17 @@ import polars as pl
 
 from charassets.defs.features.assets import load_tag_cache
 from charassets.defs.metadata import per_partition
-from charassets.defs.partitions import backfill_policy, for_each_partition, record_chunks
+from charassets.defs.partitions import for_each_partition, record_asset
 from charassets.defs.resources import CatalogResource, EmbedderResource, LakeResource, MlflowResource
 from charassets.domain import model_registry as registry
 from charassets.domain.features import tag_weights, vector_matrix
 from charassets.domain.heads import masked_features
 
 
-@dg.asset(
-    key=["models", "head_predictions"],
-    deps=[dg.AssetKey(["features", "embeddings"]), dg.AssetKey(["labels", "tag_attributes"]), dg.AssetKey(["models", "attribute_heads"])],
-    group_name="models",
-    partitions_def=record_chunks,
-    backfill_policy=backfill_policy,
+@record_asset(
+    "models",
+    "head_predictions",
+    deps=[("features", "embeddings"), ("labels", "tag_attributes"), ("models", "attribute_heads")],
     kinds={"delta", "torch"},
 )
 def head_predictions(
