@@ -80,3 +80,17 @@ def test_workspace_and_pyproject_name_the_same_code_location():
     tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["dagster"]
     assert workspace["location_name"] == tool["code_location_name"]
     assert workspace["module_name"] == tool["module_name"]
+
+
+def test_dagster_instance_writes_only_under_the_project_home():
+    """DAGSTER_HOME is the project root: every storage path must stay inside .charassets (ignored by git)."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+    dirs = [
+        config["storage"]["sqlite"]["base_dir"],
+        config["local_artifact_storage"]["config"]["base_dir"],
+        config["compute_logs"]["config"]["base_dir"],
+    ]
+    assert all(d.startswith(".charassets/") or d == ".charassets" for d in dirs), dirs
+    assert ".charassets/" in (ROOT / ".gitignore").read_text().splitlines()
