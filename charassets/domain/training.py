@@ -25,13 +25,22 @@ def _hash(s: str) -> str:
     return hashlib.blake2b(s.encode(), digest_size=8).hexdigest()
 
 
+def with_sample_hash(labels: pl.DataFrame) -> pl.DataFrame:
+    """Add the record-id hash that orders every per-class sample (computed once per partition)."""
+    return (
+        labels if "h" in labels.columns else labels.with_columns(pl.col("record_id").map_elements(_hash, return_dtype=pl.String).alias("h"))
+    )
+
+
 def field_candidates(labels: pl.DataFrame, spec: FieldSpec, per_class: int) -> pl.DataFrame:
     """This partition's bottom-k records per class: record_id, partition, label, evidence, characters, hash."""
     value = pl.col(spec.key).struct.field("value")
     return (
-        labels.filter((pl.col("status") == "ok") & value.is_not_null() & (value != "unknown"))
-        .select("record_id", "partition", value.alias("label"), pl.col(spec.key).struct.field("evidence").alias("evidence"), "characters")
-        .with_columns(pl.col("record_id").map_elements(_hash, return_dtype=pl.String).alias("h"))
+        with_sample_hash(labels)
+        .filter((pl.col("status") == "ok") & value.is_not_null() & (value != "unknown"))
+        .select(
+            "record_id", "partition", value.alias("label"), pl.col(spec.key).struct.field("evidence").alias("evidence"), "characters", "h"
+        )
         .sort("h")
         .group_by("label", maintain_order=True)
         .head(per_class)
@@ -146,13 +155,17 @@ def plots(result: FieldResult, out_dir: Path) -> dict[str, str]:
 def multi_candidates(labels: pl.DataFrame, spec: FieldSpec, per_class: int) -> pl.DataFrame:
     """Records stating at least one value of a multi-valued field, bottom-k per value (a record is kept once)."""
     value = pl.col(spec.key).struct.field("value")
-    rows = labels.filter((pl.col("status") == "ok") & value.is_not_null() & (value.list.len() > 0)).select(
-        "record_id",
-        "partition",
-        value.alias("labels"),
-        pl.col(spec.key).struct.field("evidence").alias("evidence"),
-        "characters",
-        pl.col("record_id").map_elements(_hash, return_dtype=pl.String).alias("h"),
+    rows = (
+        with_sample_hash(labels)
+        .filter((pl.col("status") == "ok") & value.is_not_null() & (value.list.len() > 0))
+        .select(
+            "record_id",
+            "partition",
+            value.alias("labels"),
+            pl.col(spec.key).struct.field("evidence").alias("evidence"),
+            "characters",
+            "h",
+        )
     )
     keep = (
         rows.select("record_id", "h", pl.col("labels").alias("label"))

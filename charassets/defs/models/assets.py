@@ -22,6 +22,7 @@ from charassets.domain.training import (
     plots,
     train_field,
     train_multi_field,
+    with_sample_hash,
 )
 
 GATE = "challenger_beats_champion"
@@ -80,7 +81,7 @@ def attribute_heads(
         raise dg.Failure("no partition has both labels and embeddings: materialize the record assets first")
     cands: dict[str, pl.DataFrame | None] = {f.key: None for f in fields}
     for key in partitions:
-        labels = table.read("labels", "tag_attributes", [key])
+        labels = with_sample_hash(table.read("labels", "tag_attributes", [key]))  # hashed once, used by every field
         for f in fields:
             if f.cardinality == "multi":
                 cands[f.key] = merge_multi(cands[f.key], multi_candidates(labels, f, config.per_class), config.per_class)
