@@ -56,7 +56,7 @@ def main() -> None:
     import dagster as dg
 
     from charassets.definitions import build_definitions
-    from charassets.defs.runner import run_partitions, train
+    from charassets.defs.runner import build_everything
 
     shutil.rmtree(lake_root, ignore_errors=True)  # every run starts from an empty lake and model store
     shutil.rmtree(out / "mlartifacts", ignore_errors=True)
@@ -66,17 +66,9 @@ def main() -> None:
     lake = defs.resources["lake"].lake()
     t1 = time.perf_counter()
     with dg.DagsterInstance.ephemeral() as instance:
-        report = run_partitions(defs, instance, per_run=args.per_run, log_level="WARNING")
-        t_train = time.perf_counter()
-        trained = train(defs, instance, log_level="WARNING")
-        t_publish = time.perf_counter()
-        published = run_partitions(defs, instance, per_run=args.per_run, log_level="WARNING", job_name="publish", register_first=False)
+        build = build_everything(defs, instance, log_level="WARNING", per_run=args.per_run)
         wall = time.perf_counter() - t1
-        phases = {
-            "pipeline_s": round(t_train - t1, 1),
-            "train_s": round(t_publish - t_train, 1),
-            "publish_s": round(time.perf_counter() - t_publish, 1),
-        }
+        report, trained, published, phases = build.prepared, build.trained, build.published, build.seconds
         step_s: dict[str, float] = {}
         for run_id in [*report.runs, trained.run_id, *published.runs]:
             starts = {}

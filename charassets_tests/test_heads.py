@@ -195,3 +195,20 @@ def test_models_compare_prints_versions_side_by_side(trained, monkeypatch):
     assert lines[0].split()[:4] == ["model", "ver", "champ", "macro-F1"]
     rows = [line for line in lines[1:] if line.startswith("charassets-head-hair-color")]
     assert len(rows) == len(registry.versions("hair_color")) and sum("*" in r.split()[2] for r in rows) == 1
+
+
+def test_a_full_build_writes_the_final_table_once_with_the_new_models(tmp_path):
+    from charassets.defs.runner import build_everything
+
+    sources = generate(tmp_path / "demo", n=4000, rows_per_partition=2000)
+    env = {"CHARASSETS_SOURCES": str(sources), "CHARASSETS_LAKE": str(tmp_path / "lake"), "CHARASSETS_HOME": str(tmp_path)}
+    defs = build_definitions(env)
+    with dg.DagsterInstance.ephemeral() as instance:
+        build = build_everything(defs, instance, log_level="WARNING")
+    lake = defs.resources["lake"].lake()
+    n_partitions = lake.read("raw", "source_partitions").height
+    # one commit per partition: the table was not written before training and again after it
+    assert lake.table_stats("marts", "character_attributes")["version"] == n_partitions - 1
+    assert not build.failed_checks and set(build.seconds) == {"prepare_s", "train_s", "publish_s"}
+    sources_used = lake.read("marts", "character_attributes").select(pl.col("hair_color").struct.field("source")).to_series().value_counts()
+    assert {"tags", "profile"} <= set(sources_used[:, 0].drop_nulls().to_list())

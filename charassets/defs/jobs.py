@@ -1,8 +1,9 @@
 """Jobs: register sources; per-record assets; training; publishing with the new models.
 
-A full build is register_sources -> character_pipeline -> train_heads -> publish: profiles
-and heads need every partition, and the final table uses whatever champions and
-profiles exist when it is written.
+A full build is register_sources -> prepare_records -> train_heads -> publish: profiles
+and heads need every partition, so the final table is written once, after training.
+``character_pipeline`` runs every per-record asset at once (new partitions on an
+existing lake): the final table uses whatever champions and profiles exist then.
 """
 
 import dagster as dg
@@ -27,6 +28,12 @@ character_pipeline = dg.define_asset_job(
     selection=PER_RECORD,
     partitions_def=record_chunks,
     description="Raw records to exported attribute table, for the selected partitions.",
+)
+prepare_records = dg.define_asset_job(
+    "prepare_records",
+    selection=PER_RECORD - PUBLISH,
+    partitions_def=record_chunks,
+    description="Per-record assets up to labels and embeddings: what training needs (a full build publishes after training).",
 )
 train_heads = dg.define_asset_job(
     "train_heads",

@@ -99,11 +99,28 @@ def train(
     return defs.resolve_job_def("train_heads").execute_in_process(instance=instance, run_config=config, raise_on_error=True)
 
 
+@dataclass
+class BuildReport:
+    prepared: RunReport
+    trained: dg.ExecuteInProcessResult
+    published: RunReport
+    seconds: dict[str, float]
+
+    @property
+    def failed_checks(self) -> list[str]:
+        trained = [f"{e.asset_key.to_user_string()}:{e.check_name}" for e in self.trained.get_asset_check_evaluations() if not e.passed]
+        return self.prepared.failed_checks + trained + self.published.failed_checks
+
+
 def build_everything(
-    defs: dg.Definitions, instance: dg.DagsterInstance, log_level: str = "INFO"
-) -> tuple[RunReport, dg.ExecuteInProcessResult, RunReport]:
-    """Per-record assets, then heads and profiles from all partitions, then the final table again with them."""
-    first = run_partitions(defs, instance, log_level=log_level)
+    defs: dg.Definitions, instance: dg.DagsterInstance, log_level: str = "INFO", per_run: int = PARTITIONS_PER_RUN
+) -> BuildReport:
+    """A full build: per-record assets up to labels and embeddings, then heads and profiles, then the final table once."""
+    t0 = time.perf_counter()
+    prepared = run_partitions(defs, instance, per_run=per_run, log_level=log_level, job_name="prepare_records")
+    t1 = time.perf_counter()
     trained = train(defs, instance, log_level=log_level)
-    published = run_partitions(defs, instance, log_level=log_level, job_name="publish", register_first=False)
-    return first, trained, published
+    t2 = time.perf_counter()
+    published = run_partitions(defs, instance, per_run=per_run, log_level=log_level, job_name="publish", register_first=False)
+    seconds = {"prepare_s": round(t1 - t0, 1), "train_s": round(t2 - t1, 1), "publish_s": round(time.perf_counter() - t2, 1)}
+    return BuildReport(prepared, trained, published, seconds)
