@@ -1,9 +1,11 @@
 """Benchmark the tag path through Dagster: ``make bench N=1000000``.
 
 Generates N demo records (cached per N under bench/out), registers them, runs every
-partition through the asset graph in-process, and prints wall time and records/s per
-stage (from Dagster's step events), Dagster's own overhead, peak RSS of this process and
-of the generator, and Delta table sizes. The last line is one JSON object.
+partition through the asset graph (``--workers`` processes running Dagster runs
+concurrently against one persistent instance), and prints wall time and records/s per
+stage (summed step time from Dagster's step events, across workers), Dagster's own
+overhead, peak RSS of every process, and Delta table sizes. The last line is one JSON
+object.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=100_000)
     ap.add_argument("--rows-per-partition", type=int, default=50_000)
     ap.add_argument("--per-run", type=int, default=50, help="partitions per Dagster run")
+    ap.add_argument("--malformed-rate", type=float, default=0.01, help="share of malformed rows in the generated data")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes running partition runs concurrently")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
     args = ap.parse_args()
-    out = Path(args.out) / f"n{args.records}"
+    out = Path(args.out) / f"n{args.records}-m{args.malformed_rate}"
     data, lake_root = out / "data", out / "lake"
 
     t0 = time.perf_counter()
@@ -44,6 +48,10 @@ def main() -> None:
                 str(data),
                 "--rows-per-partition",
                 str(args.rows_per_partition),
+                "--malformed-rate",
+                str(args.malformed_rate),
+                "--workers",
+                str(args.workers),
             ],
             check=True,
             stdout=subprocess.DEVNULL,
@@ -58,31 +66,45 @@ def main() -> None:
     from charassets.definitions import build_definitions
     from charassets.defs.runner import build_everything
 
-    shutil.rmtree(lake_root, ignore_errors=True)  # every run starts from an empty lake and model store
-    shutil.rmtree(out / "mlartifacts", ignore_errors=True)
+    # every run starts from an empty lake, model store and Dagster instance
+    for d in (lake_root, out / "mlartifacts", out / "dagster"):
+        shutil.rmtree(d, ignore_errors=True)
     (out / "mlflow.db").unlink(missing_ok=True)
     env = {**os.environ, "CHARASSETS_SOURCES": str(data / "sources.yaml"), "CHARASSETS_LAKE": str(lake_root), "CHARASSETS_HOME": str(out)}
     defs = build_definitions(env)
     lake = defs.resources["lake"].lake()
     t1 = time.perf_counter()
-    with dg.DagsterInstance.ephemeral() as instance:
-        build = build_everything(defs, instance, log_level="WARNING", per_run=args.per_run)
+    (out / "dagster").mkdir(parents=True)
+    with dg.DagsterInstance.local_temp(str(out / "dagster")) as instance:
+        build = build_everything(defs, instance, log_level="WARNING", per_run=args.per_run, workers=args.workers, env=env)
         wall = time.perf_counter() - t1
         report, trained, published, phases = build.prepared, build.trained, build.published, build.seconds
         step_s: dict[str, float] = {}
+        run_s = 0.0  # summed run durations (runs overlap when several workers run them)
         for run_id in [*report.runs, trained.run_id, *published.runs]:
-            starts = {}
+            starts, bounds = {}, []
             for ev in instance.all_logs(run_id):
                 if ev.dagster_event is None:
                     continue
                 kind, step = ev.dagster_event.event_type_value, ev.dagster_event.step_key
+                bounds.append(ev.timestamp)
                 if kind == "STEP_START":
                     starts[step] = ev.timestamp
                 elif kind == "STEP_SUCCESS":
                     name = step + (" (publish)" if run_id in published.runs else "")
                     step_s[name] = step_s.get(name, 0.0) + ev.timestamp - starts[step]
+            run_s += max(bounds) - min(bounds)
     registry = lake.read("raw", "source_partitions")
     records = int(registry.get_column("row_count").sum())
+    status = dict(lake.scan("marts", "character_attributes").group_by("status").len().collect().iter_rows())
+    rows_out = sum(n for s, n in status.items() if s != "rejected")
+    rows_quarantined = status.get("rejected", 0)
+    tables_before = {name: lake.table_stats(*name.split("/")) for name in ("features/tag_vectors", "marts/character_attributes")}
+    t2 = time.perf_counter()
+    from charassets.defs.maintenance import maintain_lake
+
+    maintenance = maintain_lake(lake, retention_hours=0, target_size=128 * 2**20)  # no reader needs old versions here
+    maintenance_s = time.perf_counter() - t2
     tables = {
         f"{s}/{t}": lake.table_stats(s, t)
         for s, t in [
@@ -95,22 +117,38 @@ def main() -> None:
     }
     full_string = full_string_rate(lake, defs)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    workers_rss = {**report.worker_peak_rss_mb}
+    for pid, mb in published.worker_peak_rss_mb.items():
+        workers_rss[pid] = max(mb, workers_rss.get(pid, 0))
+    peak_all = max([peak, gen_rss, *workers_rss.values()])
     stages = {k: {"seconds": round(v, 1), "records_per_s": round(records / v)} for k, v in step_s.items()}
     in_steps = sum(step_s.values())
+    # Dagster's share: the part of every run's duration spent outside its steps, plus the
+    # time between runs in the parent (registration, training and publish orchestration)
+    outside = (run_s - in_steps) / run_s
 
     print(
         f"\ncharassets bench: {records:,} records, {registry.height} partitions (largest {registry['row_count'].max():,} rows), "
-        f"{len(report.runs)} Dagster run(s), {os.cpu_count()} cores"
+        f"{len(report.runs) + 1 + len(published.runs)} Dagster run(s), {args.workers} worker process(es), {os.cpu_count()} cores"
     )
     print(f"generate: {gen_s:.1f}s (peak RSS {gen_rss:.0f} MB{', cached' if gen_s < 1 else ''})")
-    print(f"{'stage':<34}{'seconds':>9}{'records/s':>12}")
+    print(f"{'stage (step time, summed over workers)':<48}{'seconds':>9}{'records/s':>12}")
     for k, v in stages.items():
-        print(f"{k:<34}{v['seconds']:>9}{v['records_per_s']:>12,}")
+        print(f"{k:<48}{v['seconds']:>9}{v['records_per_s']:>12,}")
     print(
-        f"register {report.seconds['register']}s; steps {in_steps:.1f}s of {wall:.1f}s wall: Dagster outside steps {100 * (wall - in_steps) / wall:.1f}%"
+        f"register {report.seconds['register']}s; wall {wall:.1f}s; steps {in_steps:.1f}s of {run_s:.1f}s run time: "
+        f"Dagster outside steps {100 * outside:.1f}%"
     )
     for name, st in tables.items():
         print(f"{name:<34}{st['files']:>5} files {st['bytes'] / 1e6:>9.1f} MB  (version {st['version']})")
+    print(
+        f"rows in {records:,} = out {rows_out:,} ({', '.join(f'{s} {n:,}' for s, n in sorted(status.items()) if s != 'rejected')}) "
+        f"+ quarantined {rows_quarantined:,}: {'exact' if records == rows_out + rows_quarantined else 'MISMATCH'}; "
+        f"failed checks: {build.failed_checks or 'none'}"
+    )
+    print(f"maintenance (compact, checkpoint, vacuum every table) {maintenance_s:.1f}s:")
+    for name, r in maintenance.items():
+        print(f"  {name:<32}" + ", ".join(f"{k}={v}" for k, v in r.items()))
     print(f"phases: {phases}")
     emb = stages.get("features__embeddings", {})
     pred = stages.get("models__head_predictions (publish)", {})
@@ -118,7 +156,7 @@ def main() -> None:
         f"embeddings pooled: {emb.get('records_per_s', 0):,} records/s (incl. I/O); full-string: {full_string:,} records/s (sample of 2,000)"
     )
     print(f"head inference (all champion heads, incl. masking and I/O): {pred.get('records_per_s', 0):,} records/s")
-    print(f"peak RSS (pipeline process): {peak:.0f} MB")
+    print(f"peak RSS: parent {peak:.0f} MB, workers {sorted(workers_rss.values())} MB, generator {gen_rss:.0f} MB")
     print(
         json.dumps(
             {
@@ -126,12 +164,25 @@ def main() -> None:
                 "partitions": registry.height,
                 "wall_s": round(wall, 1),
                 "records_per_s": round(records / wall),
-                "peak_rss_mb": round(peak),
+                "peak_rss_mb": round(peak_all),
+                "peak_rss_mb_by_process": {
+                    "parent": round(peak),
+                    "generator": round(gen_rss),
+                    **{f"worker-{p}": m for p, m in workers_rss.items()},
+                },
+                "workers": args.workers,
+                "phases_s": phases,
                 "generate_s": round(gen_s, 1),
-                "generate_peak_rss_mb": round(gen_rss),
-                "dagster_overhead_pct": round(100 * (wall - in_steps) / wall, 1),
+                "dagster_overhead_pct": round(100 * outside, 1),
+                "rows_in": records,
+                "rows_out": rows_out,
+                "rows_quarantined": rows_quarantined,
+                "failed_checks": build.failed_checks,
                 "stages": stages,
                 "tables": tables,
+                "tables_before_maintenance": tables_before,
+                "maintenance": maintenance,
+                "maintenance_s": round(maintenance_s, 1),
             }
         )
     )

@@ -42,12 +42,30 @@ def demo(records: int | None) -> None:
 @click.option("--partition", "partitions", multiple=True, help="partition key (repeatable); default: all registered")
 @click.option("--per-run", type=int, default=None, help="partitions per Dagster run")
 @click.option("--missing", is_flag=True, help="only partitions not materialized yet (e.g. new files)")
-def run(partitions: tuple[str, ...], per_run: int | None, missing: bool) -> None:
+@click.option("--workers", type=int, default=1, show_default=True, help="processes running partition runs concurrently")
+def run(partitions: tuple[str, ...], per_run: int | None, missing: bool, workers: int) -> None:
     """Register the configured sources and materialize partitions (a backfill, no daemon needed)."""
-    _run(list(partitions) or None, per_run, missing)
+    _run(list(partitions) or None, per_run, missing, workers=workers)
 
 
-def _run(partitions: list[str] | None, per_run: int | None = None, only_missing: bool = False, train_heads: bool = False) -> None:
+@main.command()
+@click.option("--retention-hours", type=int, default=168, show_default=True, help="keep files any version this recent needs")
+def maintain(retention_hours: int) -> None:
+    """Compact, checkpoint and vacuum every Delta table (what the nightly maintenance job does)."""
+    from charassets.definitions import build_definitions
+    from charassets.defs.maintenance import maintain_lake
+
+    lake = build_definitions().resources["lake"].lake()  # type: ignore[union-attr]
+    report = maintain_lake(lake, retention_hours, 128 * 2**20)
+    for name, r in report.items():
+        click.echo(f"{name:<32} " + ", ".join(f"{k}={v}" for k, v in r.items()))
+    if any("error" in r for r in report.values()):
+        sys.exit(1)
+
+
+def _run(
+    partitions: list[str] | None, per_run: int | None = None, only_missing: bool = False, train_heads: bool = False, workers: int = 1
+) -> None:
     _dagster_home()
     import dagster as dg
     import polars as pl
@@ -60,10 +78,10 @@ def _run(partitions: list[str] | None, per_run: int | None = None, only_missing:
     t0 = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
         if train_heads:
-            build = build_everything(defs, instance)
+            build = build_everything(defs, instance, workers=workers)
             report, heads, failed = build.prepared, build.trained, build.failed_checks
         else:
-            report = run_partitions(defs, instance, partitions, per_run or PARTITIONS_PER_RUN, only_missing=only_missing)
+            report = run_partitions(defs, instance, partitions, per_run or PARTITIONS_PER_RUN, only_missing=only_missing, workers=workers)
             heads, failed = None, report.failed_checks
     lake = defs.resources["lake"].lake()  # type: ignore[union-attr]
     status = lake.scan("marts", "character_attributes").group_by("status").len().sort("status").collect()
@@ -192,13 +210,24 @@ def compare(attribute: str | None) -> None:
 @click.option("--seed", type=int, default=0)
 @click.option("--characters", type=click.Path(exists=True, dir_okay=False), default=None, help="character_tag,core_tags CSV")
 @click.option("--rows-per-partition", type=int, default=5_000)
-@click.option("--malformed-rate", type=float, default=0.005)
-def generate(records: int, out_dir: str, seed: int, characters: str | None, rows_per_partition: int, malformed_rate: float) -> None:
-    """Write N deterministic demo records and their sources.yaml."""
+@click.option("--malformed-rate", type=float, default=0.005, help="share of malformed rows, of every kind")
+@click.option("--workers", type=int, default=os.cpu_count() or 1, show_default=True, help="processes writing files")
+def generate(
+    records: int, out_dir: str, seed: int, characters: str | None, rows_per_partition: int, malformed_rate: float, workers: int
+) -> None:
+    """Write N deterministic demo records and their sources.yaml (the same files whatever --workers)."""
     from charassets.domain.demo import generate as gen
 
     click.echo(
-        gen(out_dir, n=records, seed=seed, characters=characters, rows_per_partition=rows_per_partition, malformed_rate=malformed_rate)
+        gen(
+            out_dir,
+            n=records,
+            seed=seed,
+            characters=characters,
+            rows_per_partition=rows_per_partition,
+            malformed_rate=malformed_rate,
+            workers=workers,
+        )
     )
 
 

@@ -23,6 +23,7 @@ from charassets.defs.exports.assets import character_attributes_files
 from charassets.defs.features.assets import embeddings
 from charassets.defs.jobs import build_profiles, character_pipeline, prepare_records, publish, register_sources, train_heads
 from charassets.defs.labels.assets import tag_attributes
+from charassets.defs.maintenance import maintain_lake_job, maintenance_schedule
 from charassets.defs.marts.assets import character_attributes
 from charassets.defs.marts.profiles import character_profiles
 from charassets.defs.models.assets import attribute_heads
@@ -81,7 +82,8 @@ def build_definitions(env: dict[str, str] | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=[checks.row_accounting_all_partitions],
-        jobs=[register_sources, character_pipeline, prepare_records, train_heads, build_profiles, publish],
+        jobs=[register_sources, character_pipeline, prepare_records, train_heads, build_profiles, publish, maintain_lake_job],
+        schedules=[maintenance_schedule],
         resources=resources_from_env(env),
         # one process per run: partitions are processed in turn inside it (see defs/partitions.py)
         executor=dg.in_process_executor,

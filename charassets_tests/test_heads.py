@@ -87,7 +87,7 @@ def test_masking_equals_pooling_the_remaining_tags(embedded_vocabulary):
     cache = TagVectorCache(HashingEmbedder(32))
     full, sums = pool(pl.Series([["1girl", "blonde_hair", "hatsune_miku", "smile"]]), cache, embedded_vocabulary)
     rest, _ = pool(pl.Series([["1girl", "hatsune_miku", "smile"]]), cache, embedded_vocabulary)
-    weights = dict.fromkeys(cache.index, 1.0)
+    weights = cache.weights(embedded_vocabulary)
     assert np.allclose(masked_features(full, sums, [["blonde_hair"]], cache, weights), rest, atol=1e-6)
     only, osums = pool(pl.Series([["blonde_hair"]]), cache, embedded_vocabulary)
     assert np.allclose(masked_features(only, osums, [["blonde_hair"]], cache, weights), 0.0)  # nothing left

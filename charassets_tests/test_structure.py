@@ -66,7 +66,7 @@ def test_json_schema_has_exactly_the_mission_keys():
 
 def test_demo_generation_is_deterministic(tmp_path):
     a, b = generate(tmp_path / "a", n=500, rows_per_partition=100), generate(tmp_path / "b", n=500, rows_per_partition=100)
-    for rel in ("ordered/part-00000.parquet", "danbooru/posts.jsonl"):
+    for rel in ("ordered/part-00000.parquet", "danbooru/posts-00000.jsonl"):
         assert (a.parent / rel).read_bytes() == (b.parent / rel).read_bytes()
 
 

@@ -1,13 +1,23 @@
 """Running the graph from Python: register sources, then materialize partitions in batches.
 
-Used by the CLI and the tests. Runs execute in this process against the given instance
-(the project's persistent one, so they appear in the UI, or an ephemeral one), each run
-covering a contiguous range of at most ``per_run`` partition keys.
+Used by the CLI, the benchmark and the tests. Each run covers a contiguous range of at
+most ``per_run`` partition keys. With ``workers=1`` runs execute one after another in this
+process against the given instance (the project's persistent one, so they appear in the
+UI, or an ephemeral one). With ``workers>1`` they execute concurrently in that many worker
+processes against the same persistent instance, each process building the definitions
+from the same environment: the partitions of one table are written by several processes
+at once, which the lake's commit retries make safe.
 """
 
 from __future__ import annotations
 
+import math
+import multiprocessing
+import os
+import resource
 import time
+from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -24,6 +34,7 @@ class RunReport:
     runs: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     failed_checks: list[str] = field(default_factory=list)
+    worker_peak_rss_mb: dict[int, float] = field(default_factory=dict)  # pid -> peak RSS, when workers ran the runs
 
 
 def _log_config(level: str) -> dict:
@@ -47,10 +58,14 @@ def run_partitions(
     only_missing: bool = False,
     job_name: str = "character_pipeline",
     register_first: bool = True,
+    workers: int = 1,
+    env: Mapping[str, str] | None = None,
 ) -> RunReport:
-    """Register sources, then run ``character_pipeline`` over ``partitions`` (default: all).
+    """Register sources, then run ``job_name`` over ``partitions`` (default: all).
 
     ``only_missing`` skips partitions the final table already has (new files only).
+    ``workers>1`` runs batches concurrently in worker processes built from ``env`` (the
+    environment ``defs`` came from); the instance must then be a persistent one.
     """
     report = RunReport()
     t0 = time.perf_counter()
@@ -63,8 +78,25 @@ def run_partitions(
     unknown = sorted(set(partitions or []) - set(known))
     if unknown:
         raise ValueError(f"unknown partitions: {unknown[:5]}")
-    job = defs.resolve_job_def(job_name)
-    # contiguous runs of the instance's key order, at most per_run keys each
+    if workers > 1:  # smaller runs, so that the workers stay evenly loaded to the end
+        per_run = max(1, min(per_run, math.ceil(len(wanted) / (2 * workers))))
+    batches = contiguous_batches(known, wanted, per_run)
+    t1 = time.perf_counter()
+    if workers > 1 and len(batches) > 1:
+        _run_in_workers(instance, batches, job_name, log_level, workers, env if env is not None else os.environ, report)
+    else:
+        job = defs.resolve_job_def(job_name)
+        for batch in batches:
+            run_id, failed = _execute(job, instance, batch, log_level)
+            report.runs.append(run_id)
+            report.failed_checks += failed
+            report.partitions += batch
+    report.seconds["pipeline"] = round(time.perf_counter() - t1, 3)
+    return report
+
+
+def contiguous_batches(known: list[str], wanted: list[str], per_run: int) -> list[list[str]]:
+    """``wanted`` as contiguous ranges of the instance's key order, at most ``per_run`` keys each."""
     position = {k: i for i, k in enumerate(known)}
     batches: list[list[str]] = []
     for key in wanted:
@@ -72,17 +104,59 @@ def run_partitions(
             batches[-1].append(key)
         else:
             batches.append([key])
-    t1 = time.perf_counter()
-    for batch in batches:
-        tags = {RANGE_START: batch[0], RANGE_END: batch[-1]} if len(batch) > 1 else {"dagster/partition": batch[0]}
-        result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=True, run_config=_log_config(log_level))
-        report.runs.append(result.run_id)
-        for ev in result.get_asset_check_evaluations():
-            if not ev.passed:
-                report.failed_checks.append(f"{ev.asset_key.to_user_string()}:{ev.check_name}")
-        report.partitions += batch
-    report.seconds["pipeline"] = round(time.perf_counter() - t1, 3)
-    return report
+    return batches
+
+
+def _execute(job: dg.JobDefinition, instance: dg.DagsterInstance, batch: list[str], log_level: str) -> tuple[str, list[str]]:
+    """One run over a contiguous range of partitions; returns its id and its failed checks."""
+    tags = {RANGE_START: batch[0], RANGE_END: batch[-1]} if len(batch) > 1 else {"dagster/partition": batch[0]}
+    result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=True, run_config=_log_config(log_level))
+    failed = [f"{ev.asset_key.to_user_string()}:{ev.check_name}" for ev in result.get_asset_check_evaluations() if not ev.passed]
+    return result.run_id, failed
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(env: dict[str, str], instance_ref) -> None:
+    from charassets.definitions import build_definitions
+
+    _WORKER["defs"] = build_definitions(env)
+    _WORKER["instance"] = dg.DagsterInstance.from_ref(instance_ref)
+
+
+def _worker_run(job_name: str, batch: list[str], log_level: str) -> dict:
+    try:
+        run_id, failed = _execute(_WORKER["defs"].resolve_job_def(job_name), _WORKER["instance"], batch, log_level)
+        error = None
+    except Exception as e:  # reported to the parent, which fails after the other batches finish
+        run_id, failed, error = None, [], f"{type(e).__name__}: {e}"
+    return {
+        "run_id": run_id,
+        "failed": failed,
+        "error": error,
+        "pid": os.getpid(),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def _run_in_workers(instance, batches, job_name, log_level, workers, env, report: RunReport) -> None:
+    ref = instance.get_ref()  # raises for an ephemeral instance: workers need a shared, persistent one
+    errors = []
+    ctx = multiprocessing.get_context("spawn")  # no forked torch / Rust thread pools
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(dict(env), ref)) as pool:
+        futures = [(batch, pool.submit(_worker_run, job_name, batch, log_level)) for batch in batches]
+        for batch, future in futures:
+            out = future.result()
+            report.worker_peak_rss_mb[out["pid"]] = round(max(out["peak_rss_mb"], report.worker_peak_rss_mb.get(out["pid"], 0.0)))
+            if out["error"]:
+                errors.append(f"{batch[0]}..{batch[-1]}: {out['error']}")
+                continue
+            report.runs.append(out["run_id"])
+            report.failed_checks += out["failed"]
+            report.partitions += batch
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {len(batches)} runs failed; first: {errors[0]}")
 
 
 def heads_metadata(result: dg.ExecuteInProcessResult) -> dict:
@@ -113,14 +187,20 @@ class BuildReport:
 
 
 def build_everything(
-    defs: dg.Definitions, instance: dg.DagsterInstance, log_level: str = "INFO", per_run: int = PARTITIONS_PER_RUN
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    log_level: str = "INFO",
+    per_run: int = PARTITIONS_PER_RUN,
+    workers: int = 1,
+    env: Mapping[str, str] | None = None,
 ) -> BuildReport:
     """A full build: per-record assets up to labels and embeddings, then heads and profiles, then the final table once."""
+    parallel = {"workers": workers, "env": env, "per_run": per_run, "log_level": log_level}
     t0 = time.perf_counter()
-    prepared = run_partitions(defs, instance, per_run=per_run, log_level=log_level, job_name="prepare_records")
+    prepared = run_partitions(defs, instance, job_name="prepare_records", **parallel)
     t1 = time.perf_counter()
     trained = train(defs, instance, log_level=log_level)
     t2 = time.perf_counter()
-    published = run_partitions(defs, instance, per_run=per_run, log_level=log_level, job_name="publish", register_first=False)
+    published = run_partitions(defs, instance, job_name="publish", register_first=False, **parallel)
     seconds = {"prepare_s": round(t1 - t0, 1), "train_s": round(t2 - t1, 1), "publish_s": round(time.perf_counter() - t2, 1)}
     return BuildReport(prepared, trained, published, seconds)

@@ -42,18 +42,24 @@ def content_hashes(tags: pl.Series, embedder_id: str, mode: str) -> pl.Series:
     )
 
 
-def tag_weights(tags: list[str], vocabulary: Vocabulary) -> np.ndarray:
+def tag_weights(tags: list[str] | pl.Series, vocabulary: Vocabulary) -> np.ndarray:
     """IDF-like weights from vocabulary post counts (frequent tags such as ``1girl`` weigh little).
 
     Tags without a count (unknown, or a vocabulary without counts) weigh like the rarest known tag,
     or 1.0 when no count is known at all.
     """
-    counts = dict(zip(vocabulary.tags.get_column("tag").to_list(), vocabulary.tags.get_column("post_count").to_list(), strict=True))
-    top = max(counts.values(), default=0)
-    if top <= 0:
+    counts = vocabulary.tags.select("tag", pl.col("post_count").cast(pl.Float64)).unique("tag", keep="last")
+    top = counts.get_column("post_count").max() if counts.height else None
+    if not top or top <= 0:
         return np.ones(len(tags), dtype=np.float32)
-    w = [math.log(1 + top / (counts[t] + 1)) if counts.get(t, 0) > 0 else math.log(1 + top) for t in tags]
-    return np.asarray(w, dtype=np.float32)
+    c = (
+        pl.DataFrame({"tag": pl.Series(tags, dtype=pl.String)})
+        .join(counts, on="tag", how="left", maintain_order="left")
+        .get_column("post_count")
+        .fill_null(0.0)
+        .to_numpy()
+    )
+    return np.where(c > 0, np.log1p(top / (c + 1)), math.log1p(top)).astype(np.float32)
 
 
 class TagVectorCache:
@@ -64,6 +70,7 @@ class TagVectorCache:
         self.index: dict[str, int] = {}
         self.matrix = np.zeros((0, 0), dtype=np.float32)
         self.new_rows: list[tuple[str, np.ndarray]] = []
+        self._frame: pl.DataFrame | None = None
         if known is not None and known.height:
             known = known.filter(pl.col("embedder") == embedder.id).unique("tag", keep="first")
             self._add(known.get_column("tag").to_list(), vector_matrix(known.get_column("vector")), new=False)
@@ -73,16 +80,38 @@ class TagVectorCache:
             return
         start = len(self.index)
         self.index.update({t: start + i for i, t in enumerate(tags)})
+        self._frame = None
         self.matrix = vectors if self.matrix.size == 0 else np.vstack([self.matrix, vectors])
         if new:
             self.new_rows += list(zip(tags, vectors, strict=True))
 
-    def ensure(self, tags: list[str]) -> int:
+    def frame(self) -> pl.DataFrame:
+        """``tag`` -> ``row`` (its row in ``matrix``), for vectorized lookups by join."""
+        if self._frame is None:
+            self._frame = pl.DataFrame(
+                {"tag": list(self.index), "row": np.fromiter(self.index.values(), dtype=np.int64, count=len(self.index))},
+                schema={"tag": pl.String, "row": pl.Int64},
+            )
+        return self._frame
+
+    def ensure(self, tags: list[str] | pl.Series) -> int:
         """Encode the tags not cached yet; returns how many were encoded."""
-        missing = sorted({t for t in tags if t not in self.index})
+        distinct = pl.Series("tag", tags, dtype=pl.String).drop_nulls().unique()
+        missing = sorted(distinct.filter(~distinct.is_in(self.frame().get_column("tag"))).to_list())
         if missing:
             self._add(missing, self.embedder.encode(missing), new=True)
         return len(missing)
+
+    def rows(self, tags: pl.Series) -> np.ndarray:
+        """Row in ``matrix`` of each tag (all must be cached)."""
+        found = pl.DataFrame({"tag": tags}).join(self.frame(), on="tag", how="left", maintain_order="left").get_column("row")
+        if found.null_count():
+            raise KeyError(f"{found.null_count()} tags are not cached")
+        return found.to_numpy()
+
+    def weights(self, vocabulary: Vocabulary) -> np.ndarray:
+        """IDF-like weight of every cached tag, aligned with ``matrix`` rows."""
+        return tag_weights(list(self.index), vocabulary)
 
     def new_frame(self) -> pl.DataFrame:
         """The vectors encoded since loading, to append to the cache table."""
@@ -93,16 +122,30 @@ class TagVectorCache:
         )
 
 
+def compact_tag_cache(lake, stage: str, table: str) -> int:
+    """Rewrite the append-only tag-vector cache with one row per (embedder, tag); returns rows removed.
+
+    The overwrite is made against the version read, so it replaces only the files of that
+    version: vectors appended meanwhile by a running partition are kept.
+    """
+    from deltalake import DeltaTable, write_deltalake
+
+    pinned = DeltaTable(lake.uri(stage, table), storage_options=lake.storage_options or None)
+    df = pl.read_delta(lake.uri(stage, table), version=pinned.version(), storage_options=lake.storage_options or None)
+    unique = df.unique(["embedder", "tag"], keep="first", maintain_order=True)
+    if unique.height == df.height:
+        return 0
+    write_deltalake(pinned, unique.to_arrow(), mode="overwrite")
+    return df.height - unique.height
+
+
 def pool(tag_lists: pl.Series, cache: TagVectorCache, vocabulary: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
     """Weighted mean of tag vectors per record (zeros for a record without tags), and the weight sums."""
     n = tag_lists.len()
     long = pl.DataFrame({"ftags": tag_lists}).with_row_index("row").explode("ftags").drop_nulls("ftags")
-    tags = long.get_column("ftags").to_list()
+    tags = long.get_column("ftags")
     cache.ensure(tags)
-    distinct = sorted(set(tags))
-    weight = dict(zip(distinct, tag_weights(distinct, vocabulary).tolist(), strict=True))
-    cols = np.fromiter((cache.index[t] for t in tags), dtype=np.int64, count=len(tags))
-    vals = np.fromiter((weight[t] for t in tags), dtype=np.float32, count=len(tags))
+    cols, vals = cache.rows(tags), tag_weights(tags, vocabulary)
     rows = long.get_column("row").to_numpy()
     m = sp.csr_matrix((vals, (rows, cols)), shape=(n, max(1, cache.matrix.shape[0])))
     sums = np.asarray(m.sum(axis=1)).ravel().astype(np.float32)

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import scipy.sparse as sp
 import torch
 from safetensors.torch import load_file, save_file
@@ -179,6 +180,17 @@ def train_multilabel_head(field: str, x: np.ndarray, label_sets: list[list[str]]
     return TrainedHead(field, classes, x.shape[1], config, module, multilabel=True)
 
 
+def label_sets(chosen: np.ndarray, classes: list[str]) -> pl.Series:
+    """Boolean (records, classes) decisions as one list of class names per record, built in Arrow."""
+    import pyarrow as pa
+
+    _, cols = np.nonzero(chosen)  # row-major: each record's classes in class order
+    offsets = np.zeros(len(chosen) + 1, dtype=np.int32)
+    np.cumsum(chosen.sum(1), out=offsets[1:])
+    values = pa.array(classes, type=pa.string()).take(pa.array(cols, type=pa.int64()))
+    return pl.Series(pa.ListArray.from_arrays(pa.array(offsets), values))
+
+
 def multi_hot(label_sets: list[list[str]], classes: list[str]) -> np.ndarray:
     index = {c: i for i, c in enumerate(classes)}
     y = np.zeros((len(label_sets), len(classes)), dtype=np.float32)
@@ -255,19 +267,25 @@ def evaluate(classes: list[str], y_true: np.ndarray, y_pred: np.ndarray) -> dict
     }
 
 
-def masked_features(pooled: np.ndarray, weight_sums: np.ndarray, evidence: list[list[str]], cache, weights: dict[str, float]) -> np.ndarray:
-    """Each record's vector with its evidence tags for one field taken out of the weighted mean."""
-    rows, cols, vals = [], [], []
-    for i, tags in enumerate(evidence):
-        for t in tags or []:
-            j = cache.index.get(t)
-            if j is not None:
-                rows.append(i)
-                cols.append(j)
-                vals.append(weights.get(t, 1.0))
-    if not rows:
+def masked_features(
+    pooled: np.ndarray, weight_sums: np.ndarray, evidence: pl.Series | list[list[str]], cache, weights: np.ndarray
+) -> np.ndarray:
+    """Each record's vector with its evidence tags for one field taken out of the weighted mean.
+
+    ``weights`` holds the pooling weight of every cached tag, aligned with ``cache.matrix``
+    rows (``cache.weights(vocabulary)``); evidence tags the cache lacks were never pooled.
+    """
+    evidence = evidence if isinstance(evidence, pl.Series) else pl.Series(evidence, dtype=pl.List(pl.String))
+    long = (
+        pl.DataFrame({"tag": evidence})
+        .with_row_index("record")
+        .explode("tag")
+        .join(cache.frame(), on="tag", how="inner")  # evidence tags that were pooled
+    )
+    if long.height == 0:
         return pooled
-    m = sp.csr_matrix((np.asarray(vals, dtype=np.float32), (rows, cols)), shape=(len(evidence), cache.matrix.shape[0]))
+    rows, cols = long.get_column("record").to_numpy(), long.get_column("row").to_numpy()
+    m = sp.csr_matrix((weights[cols].astype(np.float32), (rows, cols)), shape=(len(evidence), cache.matrix.shape[0]))
     removed_w = np.asarray(m.sum(axis=1)).ravel()
     total = pooled * weight_sums[:, None] - np.asarray(m @ cache.matrix)
     remaining = np.maximum(weight_sums - removed_w, 1e-12)

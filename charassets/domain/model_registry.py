@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,12 +36,38 @@ class LoggedHead:
 def configure(tracking_uri: str, experiment: str | None = None, artifact_root: str | None = None) -> None:
     """Point MLflow at a store; with an experiment name, create and select it (for logging runs)."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    _init_sqlite_store(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     if experiment is None:
         return
     if mlflow.get_experiment_by_name(experiment) is None:
         mlflow.create_experiment(experiment, artifact_location=artifact_root)
     mlflow.set_experiment(experiment)
+
+
+_INITIALIZED: set[str] = set()
+
+
+def _init_sqlite_store(tracking_uri: str) -> None:
+    """Create (migrate) a sqlite store under an exclusive file lock.
+
+    Runs in several processes may open a new store at the same moment, and MLflow's schema
+    migration is not safe to run twice at once (a column gets added twice); a server store
+    (Postgres) is migrated by ``mlflow server`` / ``mlflow db upgrade`` instead.
+    """
+    if not tracking_uri.startswith("sqlite:///") or tracking_uri in _INITIALIZED:
+        return
+    import fcntl
+
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            MlflowClient(tracking_uri).search_experiments(max_results=1)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _INITIALIZED.add(tracking_uri)
 
 
 def log_head(
@@ -55,12 +82,14 @@ def log_head(
             mlflow.log_artifact(path, artifact_path="evaluation")
         head_dir = head.save(Path(tmp) / "head")
         mlflow.log_artifacts(str(head_dir), artifact_path="head_files")
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(PYFUNC_CODE),
-            artifacts={"head": str(head_dir)},
-            pip_requirements=["charassets", "mlflow", "torch", "safetensors", "pandas", "numpy"],
-        )
+        with warnings.catch_warnings():  # the model takes a plain array; no typed signature is wanted
+            warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(PYFUNC_CODE),
+                artifacts={"head": str(head_dir)},
+                pip_requirements=["charassets", "mlflow", "torch", "safetensors", "pandas", "numpy"],
+            )
         version = mlflow.register_model(info.model_uri, model_name(field_key), tags=tags)
         return LoggedHead(run.info.run_id, str(version.version), model_name(field_key))
 

@@ -78,7 +78,7 @@ def character_rule(train_chars: list[list[str]], train_y: list[str], val_chars: 
 
 
 def train_field(
-    spec: FieldSpec, cand: pl.DataFrame, vectors: np.ndarray, sums: np.ndarray, cache, weights: dict[str, float], config: HeadConfig
+    spec: FieldSpec, cand: pl.DataFrame, vectors: np.ndarray, sums: np.ndarray, cache, weights: np.ndarray, config: HeadConfig
 ) -> FieldResult | None:
     """Masked features, stable stratified split, head, threshold, metrics and baselines; None if too few labels."""
     counts = dict(Counter(cand.get_column("label").to_list()))
@@ -87,7 +87,7 @@ def train_field(
         return None
     sel = cand.get_column("label").is_in(keep).to_numpy()
     cand, vectors, sums = cand.filter(sel), vectors[sel], sums[sel]
-    x = masked_features(vectors, sums, cand.get_column("evidence").to_list(), cache, weights)
+    x = masked_features(vectors, sums, cand.get_column("evidence"), cache, weights)
     y = cand.get_column("label").to_list()
     val = stable_split(cand.get_column("record_id").to_list(), y)
     head = train_head(spec.name, x[~val], [v for v, m in zip(y, val, strict=True) if not m], config)
@@ -186,7 +186,7 @@ def merge_multi(a: pl.DataFrame | None, b: pl.DataFrame, per_class: int) -> pl.D
 
 
 def train_multi_field(
-    spec: FieldSpec, cand: pl.DataFrame, vectors: np.ndarray, sums: np.ndarray, cache, weights: dict[str, float], config: HeadConfig
+    spec: FieldSpec, cand: pl.DataFrame, vectors: np.ndarray, sums: np.ndarray, cache, weights: np.ndarray, config: HeadConfig
 ) -> FieldResult | None:
     """Multi-label head for a multi-valued field: per-class thresholds, per-class metrics, baselines."""
     from charassets.domain.heads import choose_class_thresholds, evaluate_multilabel, multi_hot, train_multilabel_head
@@ -197,7 +197,7 @@ def train_multi_field(
     if len(keep) < 2:
         return None
     sets = [[c for c in s if c in keep] for s in sets]
-    x = masked_features(vectors, sums, cand.get_column("evidence").to_list(), cache, weights)
+    x = masked_features(vectors, sums, cand.get_column("evidence"), cache, weights)
     first = [s[0] if s else "" for s in sets]
     val = stable_split(cand.get_column("record_id").to_list(), first)
     train_sets = [s for s, m in zip(sets, val, strict=True) if not m]

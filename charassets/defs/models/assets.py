@@ -12,7 +12,7 @@ from charassets.defs.features.assets import load_tag_cache
 from charassets.defs.metadata import preview
 from charassets.defs.resources import CatalogResource, EmbedderResource, LakeResource, MlflowResource
 from charassets.domain import model_registry as registry
-from charassets.domain.features import tag_weights, vector_matrix
+from charassets.domain.features import vector_matrix
 from charassets.domain.heads import HeadConfig, evaluate, evaluate_multilabel
 from charassets.domain.training import (
     field_candidates,
@@ -90,7 +90,7 @@ def attribute_heads(
     ids = pl.concat([c.select("record_id") for c in cands.values() if c is not None]).unique()
     emb = pl.concat([table.scan("features", "embeddings", [k]).join(ids.lazy(), on="record_id", how="semi").collect() for k in partitions])
     cache = load_tag_cache(table, model)
-    weights = dict(zip(list(cache.index), tag_weights(list(cache.index), vocabulary).tolist(), strict=True))
+    weights = cache.weights(vocabulary)
     registry.configure(mlflow_store.tracking_uri, mlflow_store.experiment, mlflow_store.artifact_root)
     data_tags = {
         "embedder": model.id,

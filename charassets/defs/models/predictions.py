@@ -9,8 +9,8 @@ from charassets.defs.metadata import per_partition
 from charassets.defs.partitions import for_each_partition, record_asset
 from charassets.defs.resources import CatalogResource, EmbedderResource, LakeResource, MlflowResource
 from charassets.domain import model_registry as registry
-from charassets.domain.features import tag_weights, vector_matrix
-from charassets.domain.heads import masked_features
+from charassets.domain.features import vector_matrix
+from charassets.domain.heads import label_sets, masked_features
 
 
 @record_asset(
@@ -40,7 +40,7 @@ def head_predictions(
             else:
                 context.log.warning(f"{f.name}: champion v{champ[0]} expects {head.dim}-d vectors, the embedder gives {model.dim}: skipped")
     cache = load_tag_cache(table, model) if heads else None
-    weights = dict(zip(list(cache.index), tag_weights(list(cache.index), catalog.vocabulary()).tolist(), strict=True)) if cache else {}
+    weights = cache.weights(catalog.vocabulary()) if cache else None
 
     def work(key: str) -> dict:
         emb = table.read("features", "embeddings", [key])
@@ -52,13 +52,11 @@ def head_predictions(
             sums = joined.get_column("weight_sum").to_numpy()
             cols = []
             for fkey, (head, name) in heads.items():
-                evidence = joined.get_column(fkey).struct.field("evidence").to_list()
+                evidence = joined.get_column(fkey).struct.field("evidence")
                 proba = head.predict_proba(masked_features(vectors, sums, evidence, cache, weights))
                 if head.multilabel:  # the classes clearing their own thresholds; confidence: the weakest of them
                     chosen = head.predict_sets(proba)
-                    value = pl.Series(
-                        [[c for c, k in zip(head.classes, row, strict=True) if k] for row in chosen], dtype=pl.List(pl.String)
-                    )
+                    value = label_sets(chosen, head.classes)
                     conf = np.where(chosen.any(1), np.where(chosen, proba, 1.0).min(1), proba.max(1))
                     above = chosen.any(1)
                 else:
@@ -70,7 +68,7 @@ def head_predictions(
                             "value": value,
                             "confidence": conf.astype(np.float32),
                             "above_threshold": above,
-                            "model": [name] * len(proba),
+                            "model": pl.repeat(name, len(proba), dtype=pl.String, eager=True),
                             "probs": pl.Series(proba.astype(np.float32)).cast(pl.List(pl.Float32)),
                         }
                     ).to_struct(fkey)
