@@ -91,6 +91,12 @@ def test_masking_equals_pooling_the_remaining_tags(embedded_vocabulary):
     assert np.allclose(masked_features(full, sums, [["blonde_hair"]], cache, weights), rest, atol=1e-6)
     only, osums = pool(pl.Series([["blonde_hair"]]), cache, embedded_vocabulary)
     assert np.allclose(masked_features(only, osums, [["blonde_hair"]], cache, weights), 0.0)  # nothing left
+    # a batch: records without evidence (or with tags never pooled) keep their vector
+    batch = pl.Series([["1girl", "smile"], ["1girl", "blonde_hair", "hatsune_miku", "smile"], ["blonde_hair"], []])
+    vecs, bsums = pool(batch, cache, embedded_vocabulary)
+    masked = masked_features(vecs, bsums, [[], ["blonde_hair"], ["blonde_hair"], ["not_a_cached_tag"]], cache, weights)
+    assert np.allclose(masked[0], vecs[0]) and np.allclose(masked[3], vecs[3])
+    assert np.allclose(masked[1], rest[0], atol=1e-6) and np.allclose(masked[2], 0.0)
 
 
 def test_split_is_stable_and_stratified():

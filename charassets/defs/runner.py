@@ -79,7 +79,7 @@ def run_partitions(
     if unknown:
         raise ValueError(f"unknown partitions: {unknown[:5]}")
     if workers > 1:  # smaller runs, so that the workers stay evenly loaded to the end
-        per_run = max(1, min(per_run, math.ceil(len(wanted) / (2 * workers))))
+        per_run = max(1, min(per_run, math.ceil(len(wanted) / (4 * workers))))
     batches = contiguous_batches(known, wanted, per_run)
     t1 = time.perf_counter()
     if workers > 1 and len(batches) > 1:

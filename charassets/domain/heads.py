@@ -285,10 +285,13 @@ def masked_features(
     if long.height == 0:
         return pooled
     rows, cols = long.get_column("record").to_numpy(), long.get_column("row").to_numpy()
-    m = sp.csr_matrix((weights[cols].astype(np.float32), (rows, cols)), shape=(len(evidence), cache.matrix.shape[0]))
-    removed_w = np.asarray(m.sum(axis=1)).ravel()
-    total = pooled * weight_sums[:, None] - np.asarray(m @ cache.matrix)
-    remaining = np.maximum(weight_sums - removed_w, 1e-12)
-    out = total / remaining[:, None]
-    out[weight_sums - removed_w <= 1e-6] = 0.0  # nothing left but the evidence
-    return out.astype(np.float32)
+    hit, local = np.unique(rows, return_inverse=True)  # only records with evidence change
+    m = sp.csr_matrix((weights[cols].astype(np.float32), (local.ravel(), cols)), shape=(len(hit), cache.matrix.shape[0]))
+    removed_w = np.asarray(m.sum(axis=1)).ravel().astype(np.float32)
+    sums = weight_sums[hit].astype(np.float32)
+    total = pooled[hit] * sums[:, None] - np.asarray(m @ cache.matrix, dtype=np.float32)
+    part = total / np.maximum(sums - removed_w, 1e-12)[:, None]
+    part[sums - removed_w <= 1e-6] = 0.0  # nothing left but the evidence
+    out = np.array(pooled, dtype=np.float32, copy=True)
+    out[hit] = part
+    return out

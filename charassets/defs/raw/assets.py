@@ -39,7 +39,10 @@ def source_partitions(context: dg.AssetExecutionContext, lake: LakeResource, cat
         )
     registry = pl.concat([known, new]).sort("source", "file", "chunk")
     table.write_table(*REGISTRY, registry)
-    context.instance.add_dynamic_partitions(record_chunks.name, new.get_column("partition").to_list())
+    # every registered chunk is a partition of this instance, also one whose storage is newer
+    # than the lake (a fresh or migrated Dagster instance over an existing lake)
+    have = set(context.instance.get_dynamic_partitions(record_chunks.name))
+    context.instance.add_dynamic_partitions(record_chunks.name, [k for k in registry.get_column("partition").to_list() if k not in have])
     per_source = registry.group_by("source").agg(pl.len().alias("partitions"), pl.col("row_count").sum().alias("rows")).sort("source")
     return dg.MaterializeResult(
         metadata={
