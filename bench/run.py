@@ -116,6 +116,7 @@ def main() -> None:
         ]
     }
     full_string = full_string_rate(lake, defs)
+    images = image_rate()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     workers_rss = {**report.worker_peak_rss_mb}
     for pid, mb in published.worker_peak_rss_mb.items():
@@ -156,6 +157,7 @@ def main() -> None:
         f"embeddings pooled: {emb.get('records_per_s', 0):,} records/s (incl. I/O); full-string: {full_string:,} records/s (sample of 2,000)"
     )
     print(f"head inference (all champion heads, incl. masking and I/O): {pred.get('records_per_s', 0):,} records/s")
+    print(f"images: decode + signals (animeface): {images['images_per_s_per_core']} images/s per core ({images['source']})")
     print(f"peak RSS: parent {peak:.0f} MB, workers {sorted(workers_rss.values())} MB, generator {gen_rss:.0f} MB")
     print(
         json.dumps(
@@ -183,9 +185,40 @@ def main() -> None:
                 "tables_before_maintenance": tables_before,
                 "maintenance": maintenance,
                 "maintenance_s": round(maintenance_s, 1),
+                "images": images,
             }
         )
     )
+
+
+def image_rate(seconds: float = 5.0) -> dict:
+    """Decode + image signals (animeface faces and colours), one process: images/s per core.
+
+    On ``$CHARASSETS_SHARED_DATA/images_dev`` (512px illustrations) when present, else on
+    generated 512px images.
+    """
+    import io
+
+    from PIL import Image
+
+    from charassets.domain.image_signals import image_signals
+    from charassets.domain.images import decode_image
+
+    shared = Path(os.environ.get("CHARASSETS_SHARED_DATA", ROOT.parent / "shared" / "data")) / "images_dev"
+    files = sorted(shared.glob("*.webp"))
+    if files:
+        blobs, source = [f.read_bytes() for f in files], str(shared)
+    else:
+        blobs, source = [], "generated"
+        for i in range(16):
+            buf = io.BytesIO()
+            Image.effect_mandelbrot((512, 512), (-2 + i / 20, -1.5, 1, 1.5), 64).convert("RGB").save(buf, format="WEBP")
+            blobs.append(buf.getvalue())
+    n, t = 0, time.perf_counter()
+    while time.perf_counter() - t < seconds:
+        image_signals(decode_image(blobs[n % len(blobs)]).image)
+        n += 1
+    return {"images": n, "images_per_s_per_core": round(n / (time.perf_counter() - t), 1), "source": source}
 
 
 def full_string_rate(lake, defs, n: int = 2000) -> int:

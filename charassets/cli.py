@@ -116,11 +116,21 @@ def _run(
 @main.command()
 @click.option("--tags", "tag_string", help="one record's tags, comma-separated")
 @click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False), help="Parquet, JSONL or CSV with `id` and `tags`")
+@click.option("--image", "image_path", type=click.Path(exists=True, dir_okay=False), help="one image file")
 @click.option("--output", "output_path", type=click.Path(dir_okay=False), help="where to write JSONL (default: stdout)")
-def extract(tag_string: str | None, input_path: str | None, output_path: str | None) -> None:
-    """Print the attribute JSON for one tag string, or for every row of a file."""
-    if (tag_string is None) == (input_path is None):
-        raise click.UsageError("give exactly one of --tags or --input")
+def extract(tag_string: str | None, input_path: str | None, image_path: str | None, output_path: str | None) -> None:
+    """Print the attribute JSON for one tag string, one image, or every row of a file."""
+    if sum(x is not None for x in (tag_string, input_path, image_path)) != 1:
+        raise click.UsageError("give exactly one of --tags, --image or --input")
+    if image_path is not None:
+        from charassets.domain.image_signals import image_record
+        from charassets.domain.ontology import Ontology
+
+        record = image_record(Path(image_path).read_bytes(), Path(image_path).name, Ontology.load())
+        click.echo(json.dumps(record, indent=2, ensure_ascii=False))
+        if record["status"] == "rejected":
+            sys.exit(1)
+        return
     if tag_string is not None:
         from charassets.domain.pipeline import extract_one
 
