@@ -76,7 +76,7 @@ def test_extract_csv_and_parquet_through_the_installed_command(tmp_path):
 
 def test_usage_errors_are_clear(tmp_path):
     result = CliRunner().invoke(main, ["extract"])
-    assert result.exit_code != 0 and "exactly one of --tags or --input" in result.output
+    assert result.exit_code != 0 and "exactly one of --tags, --image or --input" in result.output
 
 
 def test_extract_file_fills_from_profiles_of_the_input_and_of_the_lake(tmp_path, monkeypatch):

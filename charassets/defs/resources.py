@@ -9,7 +9,7 @@ import dagster as dg
 import fsspec
 
 from charassets.domain.demo import generate
-from charassets.domain.lake import Lake
+from charassets.domain.lake import Lake, fsspec_options
 from charassets.domain.ontology import DEFAULT_ONTOLOGY, Ontology
 from charassets.domain.sources import SourcesConfig
 from charassets.domain.vocabulary import Vocabulary
@@ -29,7 +29,7 @@ class LakeResource(dg.ConfigurableResource):
     def write_bytes(self, relative: str, data: bytes) -> str:
         """Write a side file (schema manifest, export) under the root; replaced by a rename, never half-written."""
         uri = f"{self.root.rstrip('/')}/{relative}"
-        fs, path = fsspec.core.url_to_fs(uri, **self.storage_options)
+        fs, path = fsspec.core.url_to_fs(uri, **fsspec_options(self.root, dict(self.storage_options)))
         fs.makedirs(str(Path(path).parent), exist_ok=True)
         with fs.open(path + ".tmp", "wb") as f:
             f.write(data)

@@ -21,6 +21,29 @@ PARTITION_COLUMN = "partition"
 COMMIT_RETRIES = {"count": 0}  # commit conflicts retried by this process (for tests and benchmarks)
 
 
+def fsspec_options(root: str, storage_options: dict[str, str]) -> dict:
+    """The lake's storage options (delta-rs names) as fsspec keyword arguments, for side files.
+
+    Only S3 needs a translation (``AWS_ACCESS_KEY_ID`` -> ``key``...); options fsspec has no
+    use for (``aws_conditional_put``...) are dropped. Unset keys fall back to the standard
+    ``AWS_*`` environment variables in both libraries.
+    """
+    if not root.startswith(("s3://", "s3a://")):
+        return {}
+    opts = {k.upper(): v for k, v in storage_options.items()}
+    out: dict = {}
+    if "AWS_ACCESS_KEY_ID" in opts:
+        out["key"] = opts["AWS_ACCESS_KEY_ID"]
+    if "AWS_SECRET_ACCESS_KEY" in opts:
+        out["secret"] = opts["AWS_SECRET_ACCESS_KEY"]
+    if "AWS_SESSION_TOKEN" in opts:
+        out["token"] = opts["AWS_SESSION_TOKEN"]
+    client = {k: opts[o] for k, o in (("endpoint_url", "AWS_ENDPOINT_URL"), ("region_name", "AWS_REGION")) if o in opts}
+    if client:
+        out["client_kwargs"] = client
+    return out
+
+
 def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
