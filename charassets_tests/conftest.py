@@ -33,3 +33,9 @@ def embedded_vocabulary() -> Vocabulary:
 @pytest.fixture(scope="session")
 def danbooru_vocabulary() -> Vocabulary:
     return Vocabulary.from_csv(shared_file("vocab/danbooru_tags.csv"), shared_file("vocab/danbooru_tag_aliases.csv"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow_uri(monkeypatch):
+    """``mlflow.set_tracking_uri`` also sets ``MLFLOW_TRACKING_URI`` in the environment; keep it from leaking between tests."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
