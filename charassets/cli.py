@@ -117,8 +117,14 @@ def _run(
 @click.option("--tags", "tag_string", help="one record's tags, comma-separated")
 @click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False), help="Parquet, JSONL or CSV with `id` and `tags`")
 @click.option("--image", "image_path", type=click.Path(exists=True, dir_okay=False), help="one image file")
+@click.option(
+    "--image-backend",
+    default=lambda: os.environ.get("CHARASSETS_IMAGE_BACKEND", "animeface"),
+    show_default="animeface",
+    help="animeface (offline) or wd:<folder or hub id> (a WD-style ONNX tagger)",
+)
 @click.option("--output", "output_path", type=click.Path(dir_okay=False), help="where to write JSONL (default: stdout)")
-def extract(tag_string: str | None, input_path: str | None, image_path: str | None, output_path: str | None) -> None:
+def extract(tag_string: str | None, input_path: str | None, image_path: str | None, image_backend: str, output_path: str | None) -> None:
     """Print the attribute JSON for one tag string, one image, or every row of a file."""
     if sum(x is not None for x in (tag_string, input_path, image_path)) != 1:
         raise click.UsageError("give exactly one of --tags, --image or --input")
@@ -126,7 +132,7 @@ def extract(tag_string: str | None, input_path: str | None, image_path: str | No
         from charassets.domain.image_signals import image_record
         from charassets.domain.ontology import Ontology
 
-        record = image_record(Path(image_path).read_bytes(), Path(image_path).name, Ontology.load())
+        record = image_record(Path(image_path).read_bytes(), Path(image_path).name, Ontology.load(), image_backend)
         click.echo(json.dumps(record, indent=2, ensure_ascii=False))
         if record["status"] == "rejected":
             sys.exit(1)

@@ -204,3 +204,76 @@ def test_extract_image_cli_prints_the_record_shape(tmp_path, ontology):
     bad.write_bytes(_encode(RED, "JPEG")[:200])
     result = CliRunner().invoke(main, ["extract", "--image", str(bad)])
     assert result.exit_code == 1 and json.loads(result.output)["reason"].startswith("corrupt or truncated")
+
+
+def _tiny_tagger(folder, size: int = 32):
+    """A WD-layout ONNX tagger built here: mean BGR of the image -> sigmoid scores of six tags."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    names = ["general", "sensitive", "1girl", "solo", "blue_hair", "red_hair", "hatsune_miku"]
+    categories = [9, 9, 0, 0, 0, 0, 4]
+    # logits from mean (B, G, R) in 0..255: blue_hair ~ B - R, red_hair ~ R - B, 1girl/solo always, the character never
+    w = np.zeros((3, len(names)), dtype=np.float32)
+    w[0, 4], w[2, 4], w[0, 5], w[2, 5] = 0.05, -0.05, -0.05, 0.05
+    b = np.array([2, -2, 5, 5, 0, 0, -10], dtype=np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["input", "axes"], ["mean"], keepdims=0),
+            helper.make_node("MatMul", ["mean", "w"], ["logits0"]),
+            helper.make_node("Add", ["logits0", "b"], ["logits"]),
+            helper.make_node("Sigmoid", ["logits"], ["output"]),
+        ],
+        "tiny_tagger",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, size, size, 3])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, len(names)])],
+        [
+            numpy_helper.from_array(np.array([1, 2], dtype=np.int64), "axes"),
+            numpy_helper.from_array(w, "w"),
+            numpy_helper.from_array(b, "b"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, folder / "model.onnx")
+    rows = ["tag_id,name,category,count"] + [f"{i},{n},{c},100" for i, (n, c) in enumerate(zip(names, categories, strict=True))]
+    (folder / "selected_tags.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_wd_tagger_backend_maps_predicted_tags_to_the_ontology(tmp_path, ontology):
+    from charassets.domain.wd_tagger import WDTagger, tagger_signals
+
+    tagger = WDTagger.load(str(_tiny_tagger(tmp_path)))  # a folder: the same loader a hub id goes through
+    assert tagger.size == 32
+    blue = tagger_signals(Image.new("RGB", (50, 80), (20, 40, 220)), tagger, ontology)
+    assert blue.status == "ok" and blue.attributes["hair_color"]["value"] == "blue"
+    assert blue.attributes["hair_color"]["source"] == "image" and blue.attributes["hair_color"]["evidence"][0].startswith("wd:blue_hair=")
+    assert blue.attributes["gender"]["value"] == "female"
+    red = tagger.predict(Image.new("RGB", (80, 50), (230, 30, 20)))
+    assert {t for t, _ in red.general} == {"1girl", "solo", "red_hair"} and not red.character
+    assert [p for _, p in red.general] == sorted((p for _, p in red.general), reverse=True)  # most probable first
+    assert set(red.rating) == {"general", "sensitive"}
+
+
+def test_wd_label_file_format_of_the_real_tagger():
+    from charassets.domain.wd_tagger import CHARACTER, GENERAL, RATING, read_labels
+
+    labels = read_labels(shared_file("vocab/wd_tagger_selected_tags.csv"))
+    counts = dict(labels.group_by("category").len().iter_rows())
+    assert labels.height == 10_861 and counts[RATING] == 4 and counts[GENERAL] > 8000 and counts[CHARACTER] > 2000
+
+
+def test_extract_image_with_the_wd_backend_chosen_by_config(tmp_path):
+    from click.testing import CliRunner
+
+    from charassets.cli import main
+
+    (tmp_path / "tagger").mkdir()
+    folder = _tiny_tagger(tmp_path / "tagger")
+    picture = tmp_path / "blue.png"
+    Image.new("RGB", (64, 64), (20, 40, 220)).save(picture)
+    result = CliRunner().invoke(main, ["extract", "--image", str(picture)], env={"CHARASSETS_IMAGE_BACKEND": f"wd:{folder}"})
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["status"] == "ok" and out["attributes"]["Hair Color"]["value"] == "blue" and out["image"]["backend"] == "wd"

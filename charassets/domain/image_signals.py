@@ -178,7 +178,25 @@ def _default_palette() -> Palette:
     return Palette.load()
 
 
-def image_record(data: bytes, name: str, ontology, backend: SignalBackend | None = None) -> dict:
+@lru_cache(maxsize=4)
+def _wd_tagger(spec: str):
+    from charassets.domain.wd_tagger import WDTagger
+
+    return WDTagger.load(spec)
+
+
+def signals_for(image: Image.Image, backend: str, ontology) -> ImageSignals:
+    """Signals from the backend named by config: ``animeface`` (offline default) or ``wd:<folder or hub id>``."""
+    if backend == "animeface":
+        return image_signals(image)
+    if backend.startswith("wd:"):
+        from charassets.domain.wd_tagger import tagger_signals
+
+        return tagger_signals(image, _wd_tagger(backend[3:]), ontology)
+    raise ValueError(f"unknown image backend {backend!r}: use 'animeface' or 'wd:<folder or hub id>'")
+
+
+def image_record(data: bytes, name: str, ontology, backend: str = "animeface") -> dict:
     """One image as the attribute table's JSON shape (``status``, ``attributes``...), plus its ``image`` facts.
 
     Unreadable input gives ``status: rejected`` with the reason. Only an ``ok`` record has
@@ -200,7 +218,7 @@ def image_record(data: bytes, name: str, ontology, backend: SignalBackend | None
         decoded = decode_image(data)
     except ImageRejected as e:
         return {**base, "reason": str(e)}
-    signals = image_signals(decoded.image, backend)
+    signals = signals_for(decoded.image, backend, ontology)
     attributes = None
     if signals.status == "ok":
         attributes = {}
