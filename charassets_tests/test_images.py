@@ -277,3 +277,30 @@ def test_extract_image_with_the_wd_backend_chosen_by_config(tmp_path):
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
     assert out["status"] == "ok" and out["attributes"]["Hair Color"]["value"] == "blue" and out["image"]["backend"] == "wd"
+
+
+def test_clip_backend_embeds_images_and_answers_zero_shot_prompts(tmp_path, ontology):
+    """A tiny random CLIP saved here, loaded through the same from_pretrained path as a hub checkpoint."""
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
+
+    from charassets.domain.clip_images import PROMPTS, ClipImageModel
+    from charassets_tests.test_heads import _tiny_tokenizer
+
+    _tiny_tokenizer(tmp_path).save_pretrained(tmp_path)
+    tower = {"hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 1, "num_attention_heads": 2}
+    config = CLIPConfig(
+        text_config={**tower, "vocab_size": 32, "max_position_embeddings": 32},
+        vision_config={**tower, "image_size": 32, "patch_size": 16},
+        projection_dim=8,
+    )
+    CLIPModel(config).save_pretrained(tmp_path)
+    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(tmp_path)
+    clip = ClipImageModel(str(tmp_path))
+    images = [Image.new("RGB", (60, 40), (200, 30, 30)), Image.new("RGB", (40, 60), (30, 30, 200))]
+    vectors = clip.encode_images(images)
+    assert vectors.shape == (2, 8) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
+    assert np.allclose(clip.encode_images(images[:1]), vectors[:1], atol=1e-5)  # deterministic, batch-independent
+    answers = clip.zero_shot(vectors, ontology)
+    assert len(answers) == 2 and set(answers[0]) == {k for k in PROMPTS if ontology.field(k).cardinality == "single"}
+    for key, a in answers[0].items():
+        assert a["value"] in ontology.field(key).values and 0 < a["confidence"] <= 1 and a["source"] == "image"
