@@ -304,3 +304,43 @@ def test_clip_backend_embeds_images_and_answers_zero_shot_prompts(tmp_path, onto
     assert len(answers) == 2 and set(answers[0]) == {k for k in PROMPTS if ontology.field(k).cardinality == "single"}
     for key, a in answers[0].items():
         assert a["value"] in ontology.field(key).values and 0 < a["confidence"] <= 1 and a["source"] == "image"
+
+
+def test_near_duplicates_cluster_and_distinct_images_stay_apart():
+    import polars as pl
+
+    from charassets.domain.dedup import deduplicated, near_duplicate_clusters
+
+    rng = np.random.default_rng(0)
+    bases = [
+        Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).resize((256, 256), Image.Resampling.BICUBIC) for _ in range(30)
+    ]
+    decoded, origin = [], []
+    for i, im in enumerate(bases):
+        decoded.append(decode_image(_encode(im, "PNG")))
+        origin.append(i)
+        if i < 10:  # near-duplicates: smaller, recompressed, slightly brighter
+            variant = im.resize((180, 180)).point(lambda v: min(255, v + 6))
+            decoded.append(decode_image(_encode(variant, "JPEG", quality=70)))
+            origin.append(i)
+    pairs = [(a, b) for a, b in zip(decoded, decoded[1:], strict=False) if a.width == 256 and b.width == 180]
+    assert len(pairs) == 10 and any(a.phash != b.phash for a, b in pairs)  # the copies really hash differently
+    clusters = near_duplicate_clusters([d.phash for d in decoded])
+    by_origin = {}
+    for o, c in zip(origin, clusters, strict=True):
+        by_origin.setdefault(o, set()).add(int(c))
+    assert all(len(cs) == 1 for cs in by_origin.values())  # every variant joined its original
+    assert len({next(iter(cs)) for cs in by_origin.values()}) == 30  # and no two originals merged
+    table = pl.DataFrame({"width": [d.width for d in decoded], "height": [d.height for d in decoded], "cluster_id": clusters})
+    view = deduplicated(table)
+    assert view.height == 30 and view.get_column("width").min() == 256  # the larger copy is kept
+
+
+def test_embeddings_also_link_duplicates_the_hash_misses():
+    from charassets.domain.dedup import near_duplicate_clusters
+
+    hashes = ["0000000000000000", "ffffffffffffffff", "0f0f0f0f0f0f0f0f", "f0f0f0f0f0f0f0f0"]  # far apart as hashes
+    vectors = np.array([[1, 0, 0], [0.999, 0.04, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32)
+    clusters = near_duplicate_clusters(hashes, vectors, min_cosine=0.99)
+    assert clusters.tolist() == [0, 0, 2, 3]
+    assert near_duplicate_clusters(hashes).tolist() == [0, 1, 2, 3]
