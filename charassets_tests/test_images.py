@@ -344,3 +344,51 @@ def test_embeddings_also_link_duplicates_the_hash_misses():
     clusters = near_duplicate_clusters(hashes, vectors, min_cosine=0.99)
     assert clusters.tolist() == [0, 0, 2, 3]
     assert near_duplicate_clusters(hashes).tolist() == [0, 1, 2, 3]
+
+
+def test_tags_and_image_reconcile_with_disagreements_flagged():
+    from charassets.domain.image_signals import ImageSignals, reconcile
+
+    def attr(value, confidence, source):
+        return {"value": value, "confidence": confidence, "evidence": [], "source": source}
+
+    tags = {"hair_color": attr("blue", 0.9, "tags"), "eye_color": attr("unknown", 0.0, None), "hair_length": attr("unknown", 0.0, None)}
+    image = ImageSignals(
+        "animeface",
+        [],
+        "ok",
+        [],
+        {"hair_color": attr("red", 0.8, "image"), "eye_color": attr("green", 0.7, "image"), "hair_length": attr("long", 0.2, "image")},
+    )
+    merged, flags = reconcile(tags, image)
+    assert merged["hair_color"]["value"] == "blue" and flags == ["image_disagrees:hair_color=red"]  # tags win, disagreement kept
+    assert merged["eye_color"] == attr("green", 0.7, "image")  # a confident image value fills the gap
+    assert merged["hair_length"]["value"] == "unknown"  # an unsure one does not
+    several = ImageSignals("animeface", [], "ambiguous", ["faces:2"], {})
+    assert reconcile(tags, several)[1] == ["image_shows_several"]
+
+
+def test_dev_images_agree_with_their_own_label_tags():
+    from charassets.domain.image_signals import reconcile
+
+    root, rows = _dev_images()
+    checked, disagreements = 0, []
+    for row in rows:
+        record = extract_one(f"1girl, solo, {row['tag']}")
+        if record["attributes"]["Hair Color"]["source"] != "tags":
+            continue
+        signals = image_signals(decode_image((root / row["file"]).read_bytes()).image)
+        tags = {"hair_color": record["attributes"]["Hair Color"]}
+        _, flags = reconcile(tags, signals)
+        checked += signals.status == "ok"
+        disagreements += [(row["tag"], f) for f in flags if f.startswith("image_disagrees")]
+    assert checked >= 5 and not disagreements, disagreements
+
+
+def test_animeface_readings_depend_on_the_image_alone():
+    root, rows = _dev_images()
+    image = decode_image((root / rows[0]["file"]).read_bytes()).image
+    backend = AnimeFaceBackend()
+    first = backend.faces(image)
+    backend.faces(Image.new("RGB", (64, 64), (255, 255, 255)))  # another image in between
+    assert first and backend.faces(image) == first

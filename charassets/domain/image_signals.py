@@ -105,17 +105,38 @@ def _hex(rgb: tuple[int, int, int]) -> str:
     return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
+@lru_cache(maxsize=1)
+def _animeface_seeder():
+    """``nv_srand`` of the loaded animeface extension: its colour sampling is random, seeded from the clock."""
+    import ctypes
+
+    from animeface import _nvxs
+
+    lib = ctypes.CDLL(_nvxs.__file__)  # the already-loaded library: the same random state
+    lib.nv_srand.argtypes = [ctypes.c_ulong]
+    lib.nv_srand.restype = None
+    return lib.nv_srand
+
+
 class AnimeFaceBackend:
-    """The offline default: AnimeFace 2009 face detection with per-face hair, eye and skin colour."""
+    """The offline default: AnimeFace 2009 face detection with per-face hair, eye and skin colour.
+
+    The library samples colours at random (the same image read twice gave hair colours
+    from #cfc7ca to #fbf5f6); it is seeded before every image, so a result depends on the
+    image alone.
+    """
 
     name = "animeface"
 
-    def __init__(self, min_likelihood: float = 0.5, max_side: int = 1024):
+    def __init__(self, min_likelihood: float = 0.5, max_side: int = 1024, seed: int = 11):
         self.min_likelihood = min_likelihood
         self.max_side = max_side
+        self.seed = seed
 
     def faces(self, image: Image.Image) -> list[Face]:
         import animeface
+
+        _animeface_seeder()(self.seed)
 
         scale = 1.0
         if max(image.size) > self.max_side:  # detection cost grows with area; faces survive downscaling
@@ -244,3 +265,26 @@ def image_record(data: bytes, name: str, ontology, backend: str = "animeface") -
             "backend": signals.backend,
         },
     }
+
+
+def reconcile(tag_attributes: dict[str, dict], image: ImageSignals, min_confidence: float = 0.5) -> tuple[dict[str, dict], list[str]]:
+    """Tags and image signals for one record: tags win; a confident image value fills what the tags leave unknown.
+
+    Returns the merged attributes (keyed by field key) and the flags: ``image_disagrees:<key>=<image value>``
+    where both name a value and differ, ``image_shows_several`` where the image has several faces.
+    Tags saying ``multicolored`` agree with any single colour read from the image (a face
+    reading samples one region of a multicoloured head).
+    """
+    merged, flags = dict(tag_attributes), []
+    for key, seen in image.attributes.items():
+        if seen["value"] in (UNKNOWN, [], None):
+            continue
+        told = merged.get(key)
+        if told is None or told["value"] in (UNKNOWN, []):
+            if seen["confidence"] >= min_confidence:
+                merged[key] = seen
+        elif told["value"] != seen["value"] and told["value"] != "multicolored":
+            flags.append(f"image_disagrees:{key}={seen['value']}")
+    if any(f.startswith("faces:") for f in image.flags):
+        flags.append("image_shows_several")
+    return merged, flags
