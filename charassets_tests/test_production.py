@@ -9,6 +9,7 @@ Docker engine do not exist here: the compose file is checked for structure inste
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
@@ -78,6 +79,31 @@ def postgres():
         shutil.rmtree(base, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _server(cmd: list[str], ready, name: str, timeout: float, env: dict | None = None):
+    """Start ``cmd``, wait until ``ready()`` stops raising OSError, stop it on exit.
+
+    Its output goes to a file, not a pipe: a chatty server would block on a full pipe.
+    """
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + timeout
+            while True:
+                try:
+                    ready()
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.time() > deadline:
+                        log.seek(0)
+                        raise RuntimeError(f"{name} did not start: {log.read().decode(errors='replace')[-2000:]}") from None
+                    time.sleep(0.3)
+            yield
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
 @pytest.fixture(scope="module")
 def mlflow_server(postgres, tmp_path_factory):
     """``mlflow server`` with its backend store in Postgres and artifacts served from a local folder."""
@@ -87,27 +113,10 @@ def mlflow_server(postgres, tmp_path_factory):
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     mlflow_bin = str(Path(sys.executable).parent / "mlflow")
     cmd = [mlflow_bin, "server", "--backend-store-uri", store, "--artifacts-destination", str(artifacts)]
-    proc = subprocess.Popen(
-        [*cmd, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"mlflow server did not start: {proc.stderr.read().decode()[-2000:]}") from None
-                time.sleep(0.5)
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    with _server(cmd, lambda: urllib.request.urlopen(f"{url}/health", timeout=2), "mlflow server", 120, env):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 @pytest.fixture
@@ -210,26 +219,11 @@ def test_compose_stack_is_complete_and_configured_by_environment_only():
 def s3_endpoint():
     """An S3 API on 127.0.0.1: moto's server, standing in for the cloud service (MinIO in the stack)."""
     port = _free_port()
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                urllib.request.urlopen(urllib.request.Request(f"{url}/lake", method="PUT"), timeout=2)  # create the bucket
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("moto_server did not start") from None
-                time.sleep(0.3)
+    cmd = [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+    create_bucket = lambda: urllib.request.urlopen(urllib.request.Request(f"{url}/lake", method="PUT"), timeout=2)  # noqa: E731
+    with _server(cmd, create_bucket, "moto_server", 60):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def test_whole_build_with_the_lake_on_object_storage(s3_endpoint, tmp_path):

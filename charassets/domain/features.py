@@ -145,7 +145,8 @@ def pool(tag_lists: pl.Series, cache: TagVectorCache, vocabulary: Vocabulary) ->
     long = pl.DataFrame({"ftags": tag_lists}).with_row_index("row").explode("ftags").drop_nulls("ftags")
     tags = long.get_column("ftags")
     cache.ensure(tags)
-    cols, vals = cache.rows(tags), tag_weights(tags, vocabulary)
+    cols = cache.rows(tags)
+    vals = cache.weights(vocabulary)[cols]  # one weight per cached tag, as masking uses
     rows = long.get_column("row").to_numpy()
     m = sp.csr_matrix((vals, (rows, cols)), shape=(n, max(1, cache.matrix.shape[0])))
     sums = np.asarray(m.sum(axis=1)).ravel().astype(np.float32)
