@@ -115,7 +115,12 @@ def _run(
 
 @main.command()
 @click.option("--tags", "tag_string", help="one record's tags, comma-separated")
-@click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False), help="Parquet, JSONL or CSV with `id` and `tags`")
+@click.option(
+    "--input",
+    "input_path",
+    type=click.Path(exists=True),
+    help="Parquet, JSONL or CSV with `id` and `tags`; or a folder of images (sidecar .txt tags optional)",
+)
 @click.option("--image", "image_path", type=click.Path(exists=True, dir_okay=False), help="one image file")
 @click.option(
     "--image-backend",
@@ -125,7 +130,7 @@ def _run(
 )
 @click.option("--output", "output_path", type=click.Path(dir_okay=False), help="where to write JSONL (default: stdout)")
 def extract(tag_string: str | None, input_path: str | None, image_path: str | None, image_backend: str, output_path: str | None) -> None:
-    """Print the attribute JSON for one tag string, one image, or every row of a file."""
+    """Print the attribute JSON for one tag string, one image, every row of a file, or every image of a folder."""
     if sum(x is not None for x in (tag_string, input_path, image_path)) != 1:
         raise click.UsageError("give exactly one of --tags, --image or --input")
     if image_path is not None:
@@ -152,7 +157,7 @@ def extract(tag_string: str | None, input_path: str | None, image_path: str | No
 
 
 def extract_file(path: Path) -> list[str]:
-    """Run the Dagster graph on one file in a temporary lake; one JSON line per input row, in input order."""
+    """Run the Dagster graph on one file (or image folder) in a temporary lake; one JSON line per input row, in input order."""
     import dagster as dg
     import yaml
 
@@ -167,7 +172,13 @@ def extract_file(path: Path) -> list[str]:
         sources = Path(tmp) / "sources.yaml"
         sources.write_text(
             yaml.safe_dump(
-                {"sources": [{"name": "input", "uri": str(path.resolve()), "layout": "ordered", "columns": {"id": "id", "tags": "tags"}}]}
+                {
+                    "sources": [
+                        {"name": "input", "uri": str(path.resolve()), "format": "images"}
+                        if path.is_dir()
+                        else {"name": "input", "uri": str(path.resolve()), "layout": "ordered", "columns": {"id": "id", "tags": "tags"}}
+                    ]
+                }
             )
         )
         env = {**os.environ, "CHARASSETS_SOURCES": str(sources), "CHARASSETS_LAKE": str(Path(tmp) / "lake"), "CHARASSETS_HOME": tmp}

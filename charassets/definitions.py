@@ -6,7 +6,9 @@ Environment (all optional): ``CHARASSETS_HOME`` (default ``./.charassets``),
 ``CHARASSETS_VOCABULARY`` / ``CHARASSETS_TAG_ALIASES`` (tag vocabulary CSVs),
 ``CHARASSETS_ONTOLOGY`` (attribute ontology YAML), ``CHARASSETS_DEMO_RECORDS``,
 ``CHARASSETS_EMBEDDER`` (``minilm`` | ``hashing:<dim>`` | ``hf:<id or path>``), ``CHARASSETS_EMBED_MODE``
-(``pooled`` | ``full``), ``CHARASSETS_DEVICE``, ``MLFLOW_TRACKING_URI`` (default: sqlite under the home).
+(``pooled`` | ``full``), ``CHARASSETS_DEVICE``, ``MLFLOW_TRACKING_URI`` (default: sqlite under the home),
+``CHARASSETS_IMAGE_BACKEND`` (``animeface`` | ``wd:<folder or hub id>``), ``CHARASSETS_IMAGE_EMBEDDER``
+(``colorlayout`` | ``clip:<hub id or path>``).
 """
 
 from __future__ import annotations
@@ -21,15 +23,27 @@ from charassets.defs import checks
 from charassets.defs.clean.assets import tags
 from charassets.defs.exports.assets import character_attributes_files
 from charassets.defs.features.assets import embeddings
-from charassets.defs.jobs import build_profiles, character_pipeline, prepare_records, publish, register_sources, train_heads
+from charassets.defs.features.images import image_clusters, image_embeddings, image_signals
+from charassets.defs.jobs import (
+    build_profiles,
+    character_pipeline,
+    deduplicate,
+    prepare_records,
+    publish,
+    register_sources,
+    train_heads,
+)
 from charassets.defs.labels.assets import tag_attributes
 from charassets.defs.maintenance import maintain_lake_job, maintenance_schedule
 from charassets.defs.marts.assets import character_attributes
+from charassets.defs.marts.deduplicated import character_attributes_deduplicated
 from charassets.defs.marts.profiles import character_profiles
 from charassets.defs.models.assets import attribute_heads
+from charassets.defs.models.image_heads import image_head_predictions, image_heads
 from charassets.defs.models.predictions import head_predictions
 from charassets.defs.raw.assets import raw_records, source_partitions
-from charassets.defs.resources import DEMO_RECORDS, CatalogResource, EmbedderResource, LakeResource, MlflowResource
+from charassets.defs.raw.images import raw_images
+from charassets.defs.resources import DEMO_RECORDS, CatalogResource, EmbedderResource, ImageModelsResource, LakeResource, MlflowResource
 from charassets.domain.ontology import DEFAULT_ONTOLOGY
 
 
@@ -57,6 +71,11 @@ def resources_from_env(env: dict[str, str] | None = None) -> dict[str, dg.Config
             device=env.get("CHARASSETS_DEVICE", "cpu"),
             mode=env.get("CHARASSETS_EMBED_MODE", "pooled"),
         ),
+        "image_models": ImageModelsResource(
+            backend=env.get("CHARASSETS_IMAGE_BACKEND", "animeface"),
+            embedder_spec=env.get("CHARASSETS_IMAGE_EMBEDDER", "colorlayout"),
+            device=env.get("CHARASSETS_DEVICE", "cpu"),
+        ),
         "mlflow_store": MlflowResource(
             tracking_uri=env.get("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}"),
             artifact_root=None if "MLFLOW_TRACKING_URI" in env else str(home / "mlartifacts"),
@@ -75,6 +94,13 @@ ASSETS = [
     attribute_heads,
     head_predictions,
     character_profiles,
+    raw_images,
+    image_signals,
+    image_embeddings,
+    image_clusters,
+    image_heads,
+    image_head_predictions,
+    character_attributes_deduplicated,
 ]
 
 
@@ -82,7 +108,7 @@ def build_definitions(env: dict[str, str] | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=[checks.row_accounting_all_partitions],
-        jobs=[register_sources, character_pipeline, prepare_records, train_heads, build_profiles, publish, maintain_lake_job],
+        jobs=[register_sources, character_pipeline, prepare_records, train_heads, build_profiles, publish, deduplicate, maintain_lake_job],
         schedules=[maintenance_schedule],
         resources=resources_from_env(env),
         # one process per run: partitions are processed in turn inside it (see defs/partitions.py)

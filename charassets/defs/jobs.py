@@ -1,7 +1,8 @@
 """Jobs: register sources; per-record assets; training; publishing with the new models.
 
-A full build is register_sources -> prepare_records -> train_heads -> publish: profiles
-and heads need every partition, so the final table is written once, after training.
+A full build is register_sources -> prepare_records -> train_heads -> publish (->
+deduplicate, where there are images): profiles and heads need every partition, so the
+final table is written once, after training.
 ``character_pipeline`` runs every per-record asset at once (new partitions on an
 existing lake): the final table uses whatever champions and profiles exist then.
 """
@@ -15,12 +16,17 @@ register_sources = dg.define_asset_job(
     selection=dg.AssetSelection.assets(["raw", "source_partitions"]),
     description="Find new source files and add their chunks as partitions.",
 )
+DEDUPLICATE = dg.AssetSelection.assets(["features", "image_clusters"], ["marts", "character_attributes_deduplicated"])
 PER_RECORD = (
     dg.AssetSelection.groups("raw", "clean", "labels", "features", "marts", "exports")
     - dg.AssetSelection.assets(["raw", "source_partitions"], ["marts", "character_profiles"])
-) | dg.AssetSelection.assets(["models", "head_predictions"])
+    - DEDUPLICATE
+) | dg.AssetSelection.assets(["models", "head_predictions"], ["models", "image_head_predictions"])
 PUBLISH = dg.AssetSelection.assets(
-    ["models", "head_predictions"], ["marts", "character_attributes"], ["exports", "character_attributes_files"]
+    ["models", "head_predictions"],
+    ["models", "image_head_predictions"],
+    ["marts", "character_attributes"],
+    ["exports", "character_attributes_files"],
 )
 
 character_pipeline = dg.define_asset_job(
@@ -37,8 +43,8 @@ prepare_records = dg.define_asset_job(
 )
 train_heads = dg.define_asset_job(
     "train_heads",
-    selection=dg.AssetSelection.assets(["models", "attribute_heads"], ["marts", "character_profiles"]),
-    description="Train the attribute heads and build character profiles from every materialized partition.",
+    selection=dg.AssetSelection.assets(["models", "attribute_heads"], ["models", "image_heads"], ["marts", "character_profiles"]),
+    description="Train the attribute heads (on tag and on image embeddings) and build character profiles from every materialized partition.",
 )
 build_profiles = dg.define_asset_job(
     "build_profiles", selection=dg.AssetSelection.assets(["marts", "character_profiles"]), description="Rebuild character profiles only."
@@ -48,4 +54,9 @@ publish = dg.define_asset_job(
     selection=PUBLISH,
     partitions_def=record_chunks,
     description="Re-apply the current champion heads and profiles to the final table and exports (after training).",
+)
+deduplicate = dg.define_asset_job(
+    "deduplicate",
+    selection=DEDUPLICATE,
+    description="Cluster near-duplicate images over every partition and write the deduplicated view of the final table.",
 )

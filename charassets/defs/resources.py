@@ -103,3 +103,22 @@ class MlflowResource(dg.ConfigurableResource):
     tracking_uri: str
     artifact_root: str | None = None
     experiment: str = "charassets-attribute-heads"
+
+
+@lru_cache(maxsize=2)
+def _image_embedder(spec: str, device: str):
+    from charassets.domain.image_embedders import load_image_embedder
+
+    return load_image_embedder(spec, device)
+
+
+class ImageModelsResource(dg.ConfigurableResource):
+    """The image side: the signal backend (``animeface`` offline default, or ``wd:<folder or hub id>``)
+    and the image embedder (``colorlayout`` offline default, or ``clip:<hub id or path>``)."""
+
+    backend: str = "animeface"
+    embedder_spec: str = "colorlayout"
+    device: str = "cpu"
+
+    def embedder(self):
+        return _image_embedder(self.embedder_spec, self.device)

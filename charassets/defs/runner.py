@@ -202,5 +202,10 @@ def build_everything(
     trained = train(defs, instance, log_level=log_level)
     t2 = time.perf_counter()
     published = run_partitions(defs, instance, job_name="publish", register_first=False, **parallel)
-    seconds = {"prepare_s": round(t1 - t0, 1), "train_s": round(t2 - t1, 1), "publish_s": round(time.perf_counter() - t2, 1)}
+    t3 = time.perf_counter()
+    seconds = {"prepare_s": round(t1 - t0, 1), "train_s": round(t2 - t1, 1), "publish_s": round(t3 - t2, 1)}
+    lake = defs.resources["lake"].lake()  # type: ignore[union-attr]
+    if lake.exists("raw", "images"):  # text-only data has nothing to deduplicate (its view would be a copy)
+        defs.resolve_job_def("deduplicate").execute_in_process(instance=instance, run_config=_log_config(log_level), raise_on_error=True)
+        seconds["deduplicate_s"] = round(time.perf_counter() - t3, 1)
     return BuildReport(prepared, trained, published, seconds)

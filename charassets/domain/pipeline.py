@@ -1,13 +1,16 @@
 """The record path as plain functions, one per stage; assets and the CLI call these.
 
 raw records --clean_stage--> clean tags --label_stage--> tag attributes --mart_stage--> attribute table
+                                     image signals, image heads --apply_images--^
 """
 
 from __future__ import annotations
 
+import json
+
 import polars as pl
 
-from charassets.domain.extraction import extract_attributes
+from charassets.domain.extraction import UNKNOWN, extract_attributes
 from charassets.domain.ontology import Ontology
 from charassets.domain.sources import SourceSpec
 from charassets.domain.tags import CATEGORY_COLUMNS, CleaningStats, clean_tags
@@ -106,21 +109,110 @@ def fill_gaps(labels: pl.DataFrame, ontology: Ontology, profiles: pl.DataFrame |
     return df.drop("_character")
 
 
+def _empty_attribute(spec) -> dict:
+    return {"value": [] if spec.cardinality == "multi" else UNKNOWN, "confidence": 0.0, "evidence": [], "source": None}
+
+
+def apply_images(
+    labels: pl.DataFrame,
+    ontology: Ontology,
+    tagless: pl.DataFrame,
+    signals: pl.DataFrame | None = None,
+    image_rejects: pl.DataFrame | None = None,
+    image_predictions: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """Reconcile each record's image with its tags (``reconcile``: tags win, the image fills and flags).
+
+    ``tagless`` lists the records without a single tag: for those the image alone decides the
+    status, subject count and attributes, and an image that could not be decoded makes the
+    record ``rejected`` with the reason. A record with tags keeps its tag status; a confident
+    image value fills a field the tags leave unknown (and replaces a text head's guess: the
+    image is a measurement, the head an inference from other tags), a differing one is
+    flagged ``image_disagrees:<key>=<value>``, several faces ``image_shows_several``. Fields
+    still unknown on an ``ok`` record take a confident image-head prediction (``image_head``).
+    """
+    from charassets.domain.image_signals import ImageSignals, reconcile
+
+    labels = labels.with_columns(pl.lit(None, dtype=pl.String).alias("reason")) if "reason" not in labels.columns else labels
+    sig = {} if signals is None else {r["record_id"]: r for r in signals.iter_rows(named=True)}
+    bad = {} if image_rejects is None else dict(image_rejects.select("record_id", "reason").iter_rows())
+    if not sig and not bad:
+        return labels
+    no_tags = set(tagless.get_column("record_id").to_list())
+    heads: dict[str, dict[str, dict]] = {}
+    if image_predictions is not None:
+        keys = [f.key for f in ontology.fields if f.key in image_predictions.columns]
+        for row in image_predictions.filter(pl.col("record_id").is_in(list(sig))).iter_rows(named=True):
+            heads[row["record_id"]] = {k: row[k] for k in keys if row[k] is not None}
+    touched = labels.with_row_index("_order").filter(pl.col("record_id").is_in(list(sig) + list(bad)))
+    rows = []
+    for row in touched.iter_rows(named=True):
+        rid, flags = row["record_id"], list(row["flags"] or [])
+        if rid in bad:
+            if rid in no_tags:
+                row.update(status="rejected", reason=f"image: {bad[rid]}", subject_count=None)
+                row.update({f.key: None for f in ontology.fields})
+                flags = []
+            else:
+                flags.append("image_rejected")
+            rows.append({**row, "flags": flags})
+            continue
+        s = sig[rid]
+        image = ImageSignals(s["backend"], [], s["status"], list(s["flags"] or []), json.loads(s["attributes"] or "{}"))
+        if rid in no_tags:  # the image is all there is
+            status = s["status"] if s["status"] in ("ok", "ambiguous") else "no_character"
+            row.update(status=status, subject_count=s["faces"] or None)
+            flags = ["image_only", *image.flags]  # the tag extractor's flags were about an empty tag list
+            current = {f.key: _empty_attribute(f) for f in ontology.fields} if status == "ok" else {}
+        else:
+            current = {f.key: row[f.key] for f in ontology.fields} if row["status"] == "ok" else {}
+        if row["status"] == "ok":
+            guessed = {k: v for k, v in current.items() if v and v["source"] == "head"}
+            spec = {f.key: f for f in ontology.fields}
+            merged, extra = reconcile({**current, **{k: _empty_attribute(spec[k]) for k in guessed}}, image)
+            merged.update({k: v for k, v in guessed.items() if merged[k]["value"] in (UNKNOWN, [])})
+            flags += [f for f in extra if rid not in no_tags]
+            for f in ontology.fields:
+                v, head = merged[f.key], heads.get(rid, {}).get(f.key)
+                unknown = v["value"] in (UNKNOWN, []) and not v["evidence"]
+                if unknown and head and head["above_threshold"]:
+                    merged[f.key] = {
+                        "value": head["value"],
+                        "confidence": head["confidence"],
+                        "evidence": [f"head:{head['model']}"],
+                        "source": "image_head",
+                    }
+            row.update(merged)
+        elif rid not in no_tags and any(f.startswith("faces:") for f in image.flags):
+            flags.append("image_shows_several")
+        rows.append({**row, "flags": flags})
+    fixed = pl.DataFrame(rows, schema=touched.schema)
+    rest = labels.with_row_index("_order").join(fixed.select("record_id"), on="record_id", how="anti")
+    return pl.concat([rest, fixed]).sort("_order").drop("_order")
+
+
 def mart_stage(
     labels: pl.DataFrame,
     rejects: pl.DataFrame,
     ontology: Ontology,
     profiles: pl.DataFrame | None = None,
     predictions: pl.DataFrame | None = None,
+    images: dict[str, pl.DataFrame | None] | None = None,
 ) -> pl.DataFrame:
-    """The final table: every labelled record (gaps filled from profiles and heads) plus every rejected row."""
+    """The final table: every labelled record (gaps filled from profiles, heads and images) plus every rejected row.
+
+    ``images``, for a partition with images: ``tagless``, ``signals``, ``image_rejects``
+    and ``image_predictions`` frames (see ``apply_images``).
+    """
     fields = [f.key for f in ontology.fields]
     if profiles is not None or predictions is not None:
         labels = fill_gaps(labels, ontology, profiles, predictions)
+    if images:
+        labels = apply_images(labels, ontology, **images)
     ok = labels.select(
         *KEY_COLUMNS,
         "status",
-        pl.lit(None, dtype=pl.String).alias("reason"),
+        (pl.col("reason") if "reason" in labels.columns else pl.lit(None, dtype=pl.String)).alias("reason"),
         "subject_count",
         "flags",
         "characters",

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from charassets.domain.extraction import STATUSES, UNKNOWN
 from charassets.domain.ontology import FieldSpec, Ontology
 
-SOURCES = ("tags", "profile", "head", "image")
+SOURCES = ("tags", "profile", "head", "image", "image_head")
 
 
 def _value_model(spec: FieldSpec) -> type[BaseModel]:

@@ -1,7 +1,11 @@
-"""Sources of tag records: declared in config, listed, cut into chunks, read safely.
+"""Sources of records: declared in config, listed, cut into chunks, read safely.
 
 A source is a path or URI (local, ``hf://datasets/...``, ``s3://...``: anything fsspec
-opens) to Parquet, JSONL or CSV files, plus a column mapping. Registering a source cuts
+opens) to Parquet, JSONL or CSV files, plus a column mapping; or (``format: images``) a
+folder tree of images, each optionally with a sidecar ``.txt`` of comma-separated tags
+(the kohya training-set layout), one record per image. A table source whose image column
+holds bytes (a Hugging Face ``Image`` column), a relative path or a URL sets
+``images: true`` to have its images decoded. Registering a source cuts
 each file into chunks of at most ``rows_per_partition`` records; each chunk is one
 partition with a stable key ``<source>-<file digest>-<chunk>``. Registering again only
 adds chunks for new files (or rows appended to a line-based file).
@@ -31,6 +35,9 @@ MAX_TAG_CHARS = 32_768
 MAX_PARTITION_ROWS = 100_000
 EXCERPT_CHARS = 200
 TAG_FIELDS = ("tags", "general", "character", "copyright", "artist", "meta")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+EMBEDDED = "embedded"  # image_ref of an image whose bytes are in the source table itself
+IMAGE_ROWS_PER_PARTITION = 1_000  # images cost ~0.2 s each: smaller partitions keep runs short
 
 RAW_SCHEMA = {
     "record_id": pl.String,
@@ -111,25 +118,41 @@ class SourceSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")
     uri: str
-    format: Literal["parquet", "jsonl", "csv"] | None = None
+    format: Literal["parquet", "jsonl", "csv", "images"] | None = None
     layout: Literal["ordered", "danbooru"] = "ordered"
     columns: ColumnMapping | None = None
     separator: str | None = None
     rows_per_partition: int = Field(default=50_000, ge=1, le=MAX_PARTITION_ROWS)
+    images: bool = False  # decode the image column (always on for ``format: images``)
 
     @model_validator(mode="after")
     def _needs_tags(self) -> SourceSpec:
-        if not self.mapping.tag_columns():
-            raise ValueError(f"source {self.name!r}: the column mapping names no tag column")
+        if self.format == "images":
+            if self.columns is not None:
+                raise ValueError(f"source {self.name!r}: an image folder has no columns to map")
+            if "rows_per_partition" not in self.model_fields_set:
+                self.rows_per_partition = IMAGE_ROWS_PER_PARTITION
+        elif not self.mapping.tag_columns() and not (self.images and self.mapping.image):
+            raise ValueError(f"source {self.name!r}: the column mapping names no tag column (and no decoded image column)")
+        if self.images and not self.mapping.image:
+            raise ValueError(f"source {self.name!r}: images: true, but the column mapping names no image column")
         return self
 
     @property
     def mapping(self) -> ColumnMapping:
+        if self.format == "images":  # one record per image file: its path is its id, its sidecar its tags
+            return ColumnMapping(id="path", tags="tags", image="path")
         return self.columns or LAYOUTS[self.layout][0]
 
     @property
     def tag_separator(self) -> str:
+        if self.format == "images":
+            return ","
         return self.separator if self.separator is not None else LAYOUTS[self.layout][1]
+
+    @property
+    def decodes_images(self) -> bool:
+        return self.format == "images" or self.images
 
     def format_of(self, file: str) -> str:
         if self.format:
@@ -180,8 +203,10 @@ def _glob_base(path: str) -> str:
 
 
 def list_files(spec: SourceSpec) -> list[tuple[str, str]]:
-    """``(uri, relative name)`` of each data file of a source, sorted."""
+    """``(uri, relative name)`` of each data file of a source, sorted (for an image folder: each folder holding images)."""
     fs, path = fsspec.core.url_to_fs(spec.uri)
+    if spec.format == "images":
+        return _image_folders(spec, fs, path)
     if any(c in path for c in "*?["):
         found, base = fs.glob(path), _glob_base(path)
     elif fs.isdir(path):
@@ -197,6 +222,36 @@ def list_files(spec: SourceSpec) -> list[tuple[str, str]]:
         uri = p if local else fs.unstrip_protocol(p)
         out.append((uri, str(PurePosixPath(p).relative_to(base)) if p.startswith(base) else PurePosixPath(p).name))
     return out
+
+
+def _is_image(path: str) -> bool:
+    return PurePosixPath(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _image_folders(spec: SourceSpec, fs: Any, root: str) -> list[tuple[str, str]]:
+    if not fs.isdir(root):
+        raise FileNotFoundError(f"source {spec.name!r}: {spec.uri} is not a folder")
+    folders = sorted({str(PurePosixPath(p).parent) for p in fs.find(root) if _is_image(p)})
+    if not folders:
+        raise FileNotFoundError(f"source {spec.name!r}: no images under {spec.uri}")
+    local = spec.uri.startswith("/") or "://" not in spec.uri
+    return [(d if local else fs.unstrip_protocol(d), str(PurePosixPath(d).relative_to(root))) for d in folders]
+
+
+def folder_images(folder_uri: str) -> list[tuple[str, int]]:
+    """``(name, bytes)`` of the images directly in one folder, sorted by name: the rows of an image folder."""
+    fs, path = fsspec.core.url_to_fs(folder_uri)
+    entries = fs.ls(path, detail=True)
+    return sorted((PurePosixPath(e["name"]).name, int(e.get("size") or 0)) for e in entries if e["type"] == "file" and _is_image(e["name"]))
+
+
+def source_root(spec: SourceSpec) -> str:
+    """The folder an image source's relative paths are resolved in (and confined to)."""
+    fs, path = fsspec.core.url_to_fs(spec.uri)
+    if spec.format == "images" or fs.isdir(path):
+        return spec.uri
+    base = _glob_base(path) if any(c in path for c in "*?[") else str(PurePosixPath(path).parent)
+    return base if spec.uri.startswith("/") or "://" not in spec.uri else fs.unstrip_protocol(base)
 
 
 def file_digest(relative_name: str) -> str:
@@ -248,6 +303,13 @@ def register(spec: SourceSpec) -> pl.DataFrame:
     fs, _ = fsspec.core.url_to_fs(spec.uri)
     for uri, rel in list_files(spec):
         fmt = spec.format_of(uri)
+        if fmt == "images":
+            images = folder_images(uri)
+            size, n, step = sum(b for _, b in images), len(images), spec.rows_per_partition
+            bounds = [(0, 0, s, min(step, n - s)) for s in range(0, n, step)]
+            for i, (b0, b1, r0, n_rows) in enumerate(bounds):
+                rows.append((partition_key(spec.name, rel, i), spec.name, uri, fmt, i, r0, n_rows, b0, b1, size))
+            continue
         size = fs.size(fsspec.core.url_to_fs(uri)[1])
         if fmt == "parquet":
             with fsspec.open(uri, "rb") as f:
@@ -349,6 +411,24 @@ def _jsonl_objects(chunk: Chunk) -> Iterator[tuple[int, Any, str]]:
         row += 1
 
 
+def _image_folder_objects(chunk: Chunk, spec: SourceSpec) -> Iterator[tuple[int, Any, str]]:
+    """One object per image of the chunk: its path under the source root and its sidecar tags (``None`` without one)."""
+    fs, folder = fsspec.core.url_to_fs(chunk.file)
+    _, root = fsspec.core.url_to_fs(spec.uri)
+    rel_folder = PurePosixPath(folder).relative_to(root)
+    names = [n for n, _ in folder_images(chunk.file)][chunk.row_start : chunk.row_start + chunk.row_count]
+    for row, name in enumerate(names, chunk.row_start):
+        rel = str(rel_folder / name) if str(rel_folder) != "." else name
+        sidecar = str(PurePosixPath(folder) / PurePosixPath(name).with_suffix(".txt"))
+        obj: Any = {"path": rel, "tags": None}
+        if fs.exists(sidecar):
+            try:
+                obj["tags"] = fs.cat_file(sidecar).decode("utf-8-sig")
+            except UnicodeDecodeError:
+                obj = ValueError(f"sidecar {PurePosixPath(sidecar).name} is not valid UTF-8")
+        yield row, obj, rel
+
+
 def _csv_objects(chunk: Chunk) -> Iterator[tuple[int, Any, str]]:
     with fsspec.open(chunk.file, "rb") as f:
         header_line = f.readline()
@@ -376,6 +456,16 @@ def _parquet_frame(chunk: Chunk, spec: SourceSpec) -> tuple[pl.DataFrame, pl.Dat
     wanted = {"source_id": m.id, **{f"{f}_raw": c for f, c in m.tag_columns().items()}, "rating": m.rating, "image_ref": m.image}
     lf = pl.scan_parquet(chunk.file)
     schema = lf.collect_schema()
+    if m.image and m.image in schema:  # bytes in the table: the reference says so; a path or URL stays as it is
+        dtype = schema[m.image]
+        if dtype == pl.Binary:
+            lf = lf.with_columns(pl.when(pl.col(m.image).is_not_null()).then(pl.lit(EMBEDDED)).alias(m.image))
+        elif isinstance(dtype, pl.Struct) and "bytes" in [f.name for f in dtype.fields]:
+            path = pl.col(m.image).struct.field("path") if "path" in [f.name for f in dtype.fields] else pl.lit(None, dtype=pl.String)
+            lf = lf.with_columns(
+                pl.when(pl.col(m.image).struct.field("bytes").is_not_null()).then(pl.lit(EMBEDDED)).otherwise(path).alias(m.image)
+            )
+        schema = lf.collect_schema()
     missing = [c for k, c in wanted.items() if c and c not in schema and k not in ("rating", "image_ref")]
     if missing:
         raise ValueError(f"source {spec.name!r}: columns {missing} not in {chunk.file} (has {list(schema)})")
@@ -424,7 +514,10 @@ def read_chunk(chunk: Chunk, spec: SourceSpec) -> tuple[pl.DataFrame, pl.DataFra
     if chunk.format == "parquet":
         records, rejects = _parquet_frame(chunk, spec)
     else:
-        objects = _jsonl_objects(chunk) if chunk.format == "jsonl" else _csv_objects(chunk)
+        if chunk.format == "images":
+            objects = _image_folder_objects(chunk, spec)
+        else:
+            objects = _jsonl_objects(chunk) if chunk.format == "jsonl" else _csv_objects(chunk)
         good, bad = _rows_from_objects(objects, spec, chunk)
         records = pl.DataFrame(good, schema=RAW_SCHEMA)
         rejects = pl.DataFrame(bad, schema=REJECT_SCHEMA)
@@ -433,13 +526,15 @@ def read_chunk(chunk: Chunk, spec: SourceSpec) -> tuple[pl.DataFrame, pl.DataFra
 
 
 def validate_records(df: pl.DataFrame, spec: SourceSpec, chunk: Chunk) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Give each row a stable ``record_id``; quarantine rows without id or tags, too long, or repeated."""
+    """Give each row a stable ``record_id``; quarantine rows without id, without tags (or an image to decode), too long, or repeated."""
     df = df.select([pl.col(c).cast(t) if c in df.columns else pl.lit(None, dtype=t).alias(c) for c, t in RAW_SCHEMA.items()])
     tag_cols = [f"{f}_raw" for f in spec.mapping.tag_columns()]
     sep = spec.tag_separator
     blank = pl.all_horizontal(
         pl.col(c).fill_null("").str.replace_all(f"[\\s{'' if sep.strip() == '' else sep}]+", "").str.len_chars() == 0 for c in tag_cols
     )
+    if spec.decodes_images:  # an image is a record on its own; its tags are optional
+        blank = blank & pl.col("image_ref").is_null()
     too_long = pl.any_horizontal(pl.col(c).fill_null("").str.len_chars() > MAX_TAG_CHARS for c in tag_cols)
     if spec.mapping.id:
         sid = pl.col("source_id").str.strip_chars()
@@ -455,7 +550,7 @@ def validate_records(df: pl.DataFrame, spec: SourceSpec, chunk: Chunk) -> tuple[
         pl.when(missing_id)
         .then(pl.lit(f"missing id (column {spec.mapping.id!r})"))
         .when(blank)
-        .then(pl.lit("no tags"))
+        .then(pl.lit("no tags and no image" if spec.decodes_images else "no tags"))
         .when(too_long)
         .then(pl.lit(f"tag string longer than {MAX_TAG_CHARS} characters"))
         .when(pl.col("row_index") != first_row)

@@ -80,14 +80,17 @@ def character_rule(train_chars: list[list[str]], train_y: list[str], val_chars: 
 def train_field(
     spec: FieldSpec, cand: pl.DataFrame, vectors: np.ndarray, sums: np.ndarray, cache, weights: np.ndarray, config: HeadConfig
 ) -> FieldResult | None:
-    """Masked features, stable stratified split, head, threshold, metrics and baselines; None if too few labels."""
+    """Masked features, stable stratified split, head, threshold, metrics and baselines; None if too few labels.
+
+    Without a tag cache (image vectors, which hold no tags to leak) the vectors are used as they are.
+    """
     counts = dict(Counter(cand.get_column("label").to_list()))
     keep = [c for c, n in counts.items() if n >= MIN_PER_CLASS]
     if len(keep) < 2:
         return None
     sel = cand.get_column("label").is_in(keep).to_numpy()
     cand, vectors, sums = cand.filter(sel), vectors[sel], sums[sel]
-    x = masked_features(vectors, sums, cand.get_column("evidence"), cache, weights)
+    x = vectors if cache is None else masked_features(vectors, sums, cand.get_column("evidence"), cache, weights)
     y = cand.get_column("label").to_list()
     val = stable_split(cand.get_column("record_id").to_list(), y)
     head = train_head(spec.name, x[~val], [v for v, m in zip(y, val, strict=True) if not m], config)
@@ -197,7 +200,7 @@ def train_multi_field(
     if len(keep) < 2:
         return None
     sets = [[c for c in s if c in keep] for s in sets]
-    x = masked_features(vectors, sums, cand.get_column("evidence"), cache, weights)
+    x = vectors if cache is None else masked_features(vectors, sums, cand.get_column("evidence"), cache, weights)
     first = [s[0] if s else "" for s in sets]
     val = stable_split(cand.get_column("record_id").to_list(), first)
     train_sets = [s for s, m in zip(sets, val, strict=True) if not m]

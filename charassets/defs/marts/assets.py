@@ -7,11 +7,29 @@ import polars as pl
 
 from charassets.defs.metadata import per_partition, preview
 from charassets.defs.partitions import for_each_partition, record_asset
+from charassets.defs.raw.images import image_partitions
 from charassets.defs.resources import CatalogResource, LakeResource
 from charassets.domain.pipeline import mart_stage, unknown_rates, value_counts
 from charassets.domain.schema import SchemaViolation, json_schema, to_json_frame, validate_rows
 
 SCHEMA_FILE = "marts/character_attributes.schema.json"
+
+
+def image_inputs(table, key: str) -> dict[str, pl.DataFrame | None]:
+    """What the final table needs from the image side for one partition (see ``pipeline.apply_images``)."""
+
+    def read(stage: str, name: str) -> pl.DataFrame | None:
+        return table.read(stage, name, [key]) if table.exists(stage, name) else None
+
+    tagless = table.scan("clean", "tags", [key]).filter(pl.col("tags").list.len() == 0).select("record_id").collect()
+    return {
+        "tagless": tagless,
+        "signals": read("features", "image_signals"),
+        "image_rejects": read("raw", "image_rejects"),
+        "image_predictions": read("models", "image_head_predictions"),
+    }
+
+
 ROWS_VALID = "rows_match_schema"
 PLAUSIBLE = "plausible_unknown_rates"
 
@@ -19,7 +37,15 @@ PLAUSIBLE = "plausible_unknown_rates"
 @record_asset(
     "marts",
     "character_attributes",
-    deps=[("labels", "tag_attributes"), ("raw", "rejects"), ("marts", "character_profiles"), ("models", "head_predictions")],
+    deps=[
+        ("labels", "tag_attributes"),
+        ("raw", "rejects"),
+        ("marts", "character_profiles"),
+        ("models", "head_predictions"),
+        ("features", "image_signals"),
+        ("raw", "image_rejects"),
+        ("models", "image_head_predictions"),
+    ],
     kinds={"delta", "polars"},
     check_specs=[
         dg.AssetCheckSpec(
@@ -35,8 +61,9 @@ PLAUSIBLE = "plausible_unknown_rates"
     ],
 )
 def character_attributes(context: dg.AssetExecutionContext, lake: LakeResource, catalog: CatalogResource):
-    """One row per record in the output schema: attributes from tags, else the character's profile, else a confident head; rejects included."""
+    """One row per record in the output schema: attributes from tags, else the character's profile, else a confident head, else the image; rejects included."""
     table = lake.lake()
+    with_images = image_partitions(lake, catalog, context.partition_keys)
     ontology = catalog.ontology()
     profiles = table.read("marts", "character_profiles") if table.exists("marts", "character_profiles") else None
     schema_uri = lake.write_text(SCHEMA_FILE, json.dumps(json_schema(ontology), indent=2))
@@ -44,8 +71,9 @@ def character_attributes(context: dg.AssetExecutionContext, lake: LakeResource, 
 
     def work(key: str) -> dict:
         predictions = table.read("models", "head_predictions", [key]) if table.exists("models", "head_predictions") else None
+        images = image_inputs(table, key) if key in with_images else None
         mart = mart_stage(
-            table.read("labels", "tag_attributes", [key]), table.read("raw", "rejects", [key]), ontology, profiles, predictions
+            table.read("labels", "tag_attributes", [key]), table.read("raw", "rejects", [key]), ontology, profiles, predictions, images
         )
         try:
             validate_rows(to_json_frame(mart, ontology), ontology)
@@ -60,8 +88,9 @@ def character_attributes(context: dg.AssetExecutionContext, lake: LakeResource, 
             if f.cardinality == "single":
                 vc = mart.select(pl.col(f.key).struct.field("source")).to_series().value_counts()
                 for src, n in vc.iter_rows():
-                    if src in ("profile", "head"):
+                    if src in ("profile", "head", "image", "image_head"):
                         sources[f"filled_by_{src}"] = sources.get(f"filled_by_{src}", 0) + n
+        image_flags = mart.select(pl.col("flags").explode()).to_series()
         contradictions = int(
             mart.select(pl.col("flags").list.eval(pl.element().str.starts_with("contradicts_profile")).list.any().sum()).item()
         )
@@ -70,7 +99,10 @@ def character_attributes(context: dg.AssetExecutionContext, lake: LakeResource, 
             **{s: counts.get(s, 0) for s in ("ok", "ambiguous", "no_character", "rejected")},
             "filled_by_profile": sources.get("filled_by_profile", 0),
             "filled_by_head": sources.get("filled_by_head", 0),
+            "filled_by_image": sources.get("filled_by_image", 0) + sources.get("filled_by_image_head", 0),
             "contradicts_profile": contradictions,
+            "image_only": int((image_flags == "image_only").sum()),
+            "image_disagrees": int(image_flags.str.starts_with("image_disagrees").sum()),
         }
 
     rates: list[dict[str, float]] = []
@@ -89,7 +121,18 @@ def character_attributes(context: dg.AssetExecutionContext, lake: LakeResource, 
             "dagster/row_count": sum(s["rows"] for s in stats),
             **{
                 s: sum(x[s] for x in stats)
-                for s in ("ok", "ambiguous", "no_character", "rejected", "filled_by_profile", "filled_by_head", "contradicts_profile")
+                for s in (
+                    "ok",
+                    "ambiguous",
+                    "no_character",
+                    "rejected",
+                    "filled_by_profile",
+                    "filled_by_head",
+                    "filled_by_image",
+                    "contradicts_profile",
+                    "image_only",
+                    "image_disagrees",
+                )
             },
             "unknown_rate_ok_rows": dg.MetadataValue.json(run_rates),
             "top_values_last_partition": dg.MetadataValue.json(value_counts(mart, ontology)),

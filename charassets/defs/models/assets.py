@@ -101,6 +101,26 @@ def attribute_heads(
         "dagster_run_id": context.run_id,
     }
     head_config = HeadConfig(hidden=config.hidden, epochs=config.epochs, lr=config.lr)
+    summary, gate_rows, skipped = train_log_and_gate(context, fields, cands, emb, cache, weights, head_config, config.per_class, data_tags)
+    yield heads_result(summary, gate_rows, skipped, len(partitions), mlflow_store.tracking_uri)
+
+
+def train_log_and_gate(
+    context: dg.AssetExecutionContext,
+    fields: list,
+    cands: dict[str, pl.DataFrame | None],
+    emb: pl.DataFrame,
+    cache,
+    weights,
+    head_config: HeadConfig,
+    per_class: int,
+    data_tags: dict[str, str],
+    key_prefix: str = "",
+) -> tuple[list[dict], list[dict], dict[str, str]]:
+    """Train one head per field on its sampled records' vectors, log each to MLflow as a new version, gate the champion.
+
+    ``key_prefix`` names a family of heads on other vectors (``image_``: heads on image embeddings).
+    """
     summary, gate_rows, skipped = [], [], {}
     for f in fields:
         cand = cands[f.key]
@@ -109,7 +129,9 @@ def attribute_heads(
         if joined is not None and joined.height:
             vectors = vector_matrix(joined.get_column("vector"))
             trainer = train_multi_field if f.cardinality == "multi" else train_field
-            result = trainer(f, joined, vectors, joined.get_column("weight_sum").to_numpy(), cache, weights, head_config)
+            result = trainer(
+                f, joined, vectors, joined.get_column("weight_sum").to_numpy() if cache is not None else None, cache, weights, head_config
+            )
         if result is None:
             skipped[f.name] = "fewer than two classes with enough labels"
             continue
@@ -123,20 +145,21 @@ def attribute_heads(
             files["report"] = str(report)
             logged = registry.log_head(
                 result.head,
-                f.key,
+                key_prefix + f.key,
                 params={
                     "field": f.name,
+                    "inputs": "image embeddings" if key_prefix else "tag embeddings",
                     "n_train": result.n_train,
                     "n_val": result.n_val,
                     "classes": ",".join(result.head.classes),
-                    "per_class_cap": config.per_class,
+                    "per_class_cap": per_class,
                     **{f"head_{k}": v for k, v in head_config.__dict__.items()},
                 },
                 metrics=_flat_metrics(result),
                 tags={**data_tags, "beats_majority": str(beats_majority).lower()},
                 files=files,
             )
-        gate = _champion_gate(f.key, logged, result)
+        gate = _champion_gate(key_prefix + f.key, logged, result)
         gate_rows.append({"field": f.name, **gate})
         summary.append(
             {
@@ -156,9 +179,14 @@ def attribute_heads(
         context.log.info(
             f"{f.name}: macro-F1 {result.metrics['macro_f1']:.3f} (majority {result.baselines['majority']:.3f}), {gate['decision']}"
         )
+    return summary, gate_rows, skipped
+
+
+def heads_result(summary: list[dict], gate_rows: list[dict], skipped: dict, partitions: int, tracking_uri: str) -> dg.MaterializeResult:
+    """Metadata of a training run (per-head table, macro-F1 against baselines) and the champion gate's result."""
     flagged = [s["field"] for s in summary if not s["beats_majority"]]
     lost = [g for g in gate_rows if not g["promoted"]]
-    yield dg.MaterializeResult(
+    return dg.MaterializeResult(
         metadata={
             "heads": preview(pl.DataFrame(summary), n=50) if summary else "none trained",
             "macro_f1": dg.MetadataValue.json({s["field"]: s["macro_f1"] for s in summary}),
@@ -167,8 +195,8 @@ def attribute_heads(
             ),
             "not_better_than_majority": dg.MetadataValue.json(flagged),
             "skipped": dg.MetadataValue.json(skipped),
-            "partitions_seen": len(partitions),
-            "mlflow_tracking_uri": mlflow_store.tracking_uri,
+            "partitions_seen": partitions,
+            "mlflow_tracking_uri": tracking_uri,
         },
         check_results=[
             dg.AssetCheckResult(

@@ -1,0 +1,151 @@
+"""Models stage, image side: attribute heads on image embeddings, trained with the images' own tags as weak labels."""
+
+import hashlib
+
+import dagster as dg
+import numpy as np
+import polars as pl
+
+from charassets.defs.metadata import per_partition
+from charassets.defs.models.assets import GATE, HeadTraining, heads_result, train_log_and_gate
+from charassets.defs.partitions import for_each_partition, record_asset
+from charassets.defs.resources import CatalogResource, ImageModelsResource, LakeResource, MlflowResource
+from charassets.domain import model_registry as registry
+from charassets.domain.features import vector_matrix
+from charassets.domain.heads import HeadConfig, label_sets
+from charassets.domain.training import field_candidates, merge_candidates, merge_multi, multi_candidates, with_sample_hash
+
+PREFIX = "image_"  # registered as charassets-head-image-<field>
+
+
+@dg.asset(
+    key=["models", "image_heads"],
+    deps=[dg.AssetKey(["labels", "tag_attributes"]), dg.AssetKey(["features", "image_embeddings"])],
+    group_name="models",
+    kinds={"torch", "mlflow"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            GATE,
+            asset=["models", "image_heads"],
+            blocking=True,
+            description="each new image-head version takes the `champion` alias only if it beats the current champion on the same validation records",
+        )
+    ],
+)
+def image_heads(
+    context: dg.AssetExecutionContext,
+    config: HeadTraining,
+    lake: LakeResource,
+    catalog: CatalogResource,
+    image_models: ImageModelsResource,
+    mlflow_store: MlflowResource,
+):
+    """One classifier per attribute on image vectors; labels come from the tags of the records that have both (weak supervision)."""
+    table = lake.lake()
+    ontology, model = catalog.ontology(), image_models.embedder()
+    wanted = set(config.fields)
+    fields = [f for f in ontology.fields if f.values and (not wanted or wanted & {f.name, f.key})]
+    partitions = sorted(
+        set(table.partition_counts("labels", "tag_attributes")) & set(table.partition_counts("features", "image_embeddings"))
+    )
+    if not partitions:
+        yield dg.MaterializeResult(metadata={"heads": "none trained: no partition has both tag labels and image embeddings"})
+        yield dg.AssetCheckResult(check_name=GATE, passed=True, metadata={"comparisons": "none"})
+        return
+    cands: dict[str, pl.DataFrame | None] = {f.key: None for f in fields}
+    for key in partitions:
+        with_image = table.scan("features", "image_embeddings", [key]).select("record_id").collect()
+        labels = with_sample_hash(table.read("labels", "tag_attributes", [key]).join(with_image, on="record_id", how="semi"))
+        for f in fields:
+            if f.cardinality == "multi":
+                cands[f.key] = merge_multi(cands[f.key], multi_candidates(labels, f, config.per_class), config.per_class)
+            else:
+                cands[f.key] = merge_candidates(cands[f.key], field_candidates(labels, f, config.per_class), config.per_class)
+    ids = pl.concat([c.select("record_id") for c in cands.values() if c is not None]).unique()
+    emb = pl.concat(
+        [table.scan("features", "image_embeddings", [k]).join(ids.lazy(), on="record_id", how="semi").collect() for k in partitions]
+    )
+    registry.configure(mlflow_store.tracking_uri, mlflow_store.experiment, mlflow_store.artifact_root)
+    data_tags = {
+        "embedder": model.id,
+        "inputs": "image embeddings",
+        "partitions": str(len(partitions)),
+        "partitions_digest": hashlib.sha1(",".join(partitions).encode()).hexdigest()[:12],
+        "delta_version_labels": str(table.table_stats("labels", "tag_attributes")["version"]),
+        "delta_version_embeddings": str(table.table_stats("features", "image_embeddings")["version"]),
+        "dagster_run_id": context.run_id,
+    }
+    head_config = HeadConfig(hidden=config.hidden, epochs=config.epochs, lr=config.lr)
+    summary, gate_rows, skipped = train_log_and_gate(
+        context, fields, cands, emb, None, None, head_config, config.per_class, data_tags, key_prefix=PREFIX
+    )
+    yield heads_result(summary, gate_rows, skipped, len(partitions), mlflow_store.tracking_uri)
+
+
+@record_asset(
+    "models",
+    "image_head_predictions",
+    deps=[("features", "image_embeddings"), ("models", "image_heads")],
+    kinds={"delta", "torch"},
+)
+def image_head_predictions(
+    context: dg.AssetExecutionContext,
+    lake: LakeResource,
+    catalog: CatalogResource,
+    image_models: ImageModelsResource,
+    mlflow_store: MlflowResource,
+) -> dg.MaterializeResult:
+    """Per image and attribute: the champion image head's value, its probability, and whether it clears the threshold."""
+    table = lake.lake()
+    ontology, model = catalog.ontology(), image_models.embedder()
+    registry.configure(mlflow_store.tracking_uri)
+    heads = {}
+    for f in [f for f in ontology.fields if f.values]:
+        champ = registry.champion(PREFIX + f.key)
+        if champ:
+            heads[f.key] = (registry.load_head(champ[1]), f"{registry.model_name(PREFIX + f.key)}@v{champ[0]}")
+
+    def work(key: str) -> dict:
+        if not heads or not table.exists("features", "image_embeddings"):
+            return {"images": 0, "heads": len(heads)}
+        emb = table.read("features", "image_embeddings", [key])
+        if emb.height == 0:
+            return {"images": 0, "heads": len(heads)}
+        vectors = vector_matrix(emb.get_column("vector"))
+        cols = []
+        for fkey, (head, name) in heads.items():
+            if head.dim != vectors.shape[1]:
+                continue
+            proba = head.predict_proba(vectors)
+            if head.multilabel:
+                chosen = head.predict_sets(proba)
+                value = label_sets(chosen, head.classes)
+                conf, above = np.where(chosen.any(1), np.where(chosen, proba, 1.0).min(1), proba.max(1)), chosen.any(1)
+            else:
+                value, conf = np.asarray(head.classes)[proba.argmax(1)], proba.max(1)
+                above = conf >= head.threshold
+            cols.append(
+                pl.DataFrame(
+                    {
+                        "value": value,
+                        "confidence": conf.astype(np.float32),
+                        "above_threshold": above,
+                        "model": pl.repeat(name, len(proba), dtype=pl.String, eager=True),
+                    }
+                ).to_struct(fkey)
+            )
+        out = emb.select("record_id", "partition").with_columns(cols)
+        table.write_partitions("models", "image_head_predictions", out, [key])
+        return {"images": out.height, "heads": len(cols)}
+
+    stats = for_each_partition(context, work)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": sum(s["images"] for s in stats),
+            "embedder": model.id,
+            "heads": dg.MetadataValue.json(
+                {k: {"model": n, "classes": h.classes, "threshold": h.threshold} for k, (h, n) in heads.items()}
+            ),
+            "per_partition": per_partition(stats),
+        }
+    )

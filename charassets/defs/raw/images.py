@@ -1,0 +1,100 @@
+"""Raw stage, image side: every referenced image decoded safely (facts + thumbnail), or quarantined with the reason."""
+
+import dagster as dg
+import polars as pl
+
+from charassets.defs.metadata import per_partition, preview, totals
+from charassets.defs.partitions import backfill_policy, for_each_partition, record_chunks
+from charassets.defs.raw.assets import registered_chunks
+from charassets.defs.resources import CatalogResource, LakeResource
+from charassets.domain.image_stage import images_stage
+
+IMAGES_ACCOUNTED = "every_image_accounted"
+
+
+def image_partitions(lake: LakeResource, catalog: CatalogResource, keys: list[str]) -> dict[str, tuple]:
+    """``key -> (chunk, source spec)`` for the keys whose source has images to decode; other keys have no image rows."""
+    chunks = registered_chunks(lake, keys)
+    sources = catalog.sources()
+    specs = {k: sources.get(c.source) for k, c in chunks.items()}
+    return {k: (chunks[k], s) for k, s in specs.items() if s.decodes_images}
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            ["raw", "images"],
+            deps=[dg.AssetKey(["raw", "records"])],
+            group_name="raw",
+            kinds={"delta", "pillow"},
+            description="Per record with an image: size, format, mode, frames, sha256, perceptual hash and a WebP thumbnail.",
+        ),
+        dg.AssetSpec(
+            ["raw", "image_rejects"],
+            deps=[dg.AssetKey(["raw", "records"])],
+            group_name="raw",
+            kinds={"delta", "polars"},
+            description="Images that could not be read or decoded (empty, corrupt, truncated, bombs, escaping paths...), with the reason.",
+        ),
+    ],
+    check_specs=[
+        dg.AssetCheckSpec(
+            IMAGES_ACCOUNTED,
+            asset=["raw", "images"],
+            description="records with an image reference = decoded images + image rejects, for every partition of the run",
+        )
+    ],
+    partitions_def=record_chunks,
+    backfill_policy=backfill_policy,
+)
+def raw_images(context: dg.AssetExecutionContext, lake: LakeResource, catalog: CatalogResource):
+    """Decodes each chunk's images (sources with ``format: images`` or ``images: true``; other sources have none)."""
+    table = lake.lake()
+    with_images = image_partitions(lake, catalog, context.partition_keys)
+    last: dict[str, pl.DataFrame] = {}
+    mismatches = []
+
+    def work(key: str) -> dict:
+        if key not in with_images:
+            return {"referenced": 0, "images": 0, "image_rejects": 0}
+        chunk, spec = with_images[key]
+        records = table.read("raw", "records", [key])
+        images, rejects = images_stage(records, chunk, spec)
+        table.write_partitions("raw", "images", images, [key])
+        table.write_partitions("raw", "image_rejects", rejects, [key])
+        referenced = records.filter(pl.col("image_ref").is_not_null()).height
+        on_disk = table.partition_counts("raw", "images").get(key, 0) + table.partition_counts("raw", "image_rejects").get(key, 0)
+        if on_disk != referenced:
+            mismatches.append({"partition": key, "referenced": referenced, "written": on_disk})
+        last.update(images=images, rejects=rejects)
+        return {"referenced": referenced, "images": images.height, "image_rejects": rejects.height}
+
+    stats = for_each_partition(context, work)
+    t = totals(stats, "referenced", "images", "image_rejects")
+    images = last.get("images", pl.DataFrame())
+    rejects = last.get("rejects", pl.DataFrame({"reason": []}, schema={"reason": pl.String}))
+    yield dg.MaterializeResult(
+        asset_key=["raw", "images"],
+        metadata={
+            "dagster/row_count": t["images"],
+            **t,
+            "partitions_with_images": len(with_images),
+            "per_partition": per_partition(stats),
+            "preview": preview(images.drop("thumbnail")) if images.height else "no images in this run",
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=IMAGES_ACCOUNTED,
+                asset_key=["raw", "images"],
+                passed=not mismatches,
+                metadata={"referenced": t["referenced"], "mismatches": dg.MetadataValue.json(mismatches[:20])},
+            )
+        ],
+    )
+    yield dg.MaterializeResult(
+        asset_key=["raw", "image_rejects"],
+        metadata={
+            "dagster/row_count": t["image_rejects"],
+            "reasons_last_partition": preview(rejects.group_by("reason").len().sort("len", descending=True), n=20, max_chars=120),
+        },
+    )

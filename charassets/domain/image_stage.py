@@ -1,0 +1,171 @@
+"""The image path as plain functions: image bytes of a chunk's records, decoded images, image signals.
+
+raw records --images_stage--> raw/images (+ raw/image_rejects) --signals_stage--> features/image_signals
+
+Every record that references an image ends in exactly one of ``raw/images`` and
+``raw/image_rejects`` (with the reason): images in = decoded + quarantined. Bytes are read
+a few at a time, so memory is bounded by a batch whatever the partition size.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import PurePosixPath
+from typing import Any
+
+import fsspec
+import polars as pl
+
+from charassets.domain.images import ImageRejected, confine, decode_image
+from charassets.domain.sources import EMBEDDED, Chunk, SourceSpec, source_root
+
+MAX_IMAGE_BYTES = 64 * 2**20
+READ_BATCH = 64
+
+IMAGE_SCHEMA = {
+    "record_id": pl.String,
+    "partition": pl.String,
+    "row_index": pl.Int64,
+    "image_ref": pl.String,
+    "file_bytes": pl.Int64,
+    "width": pl.Int32,
+    "height": pl.Int32,
+    "format": pl.String,
+    "mode": pl.String,
+    "frames": pl.Int32,
+    "sha256": pl.String,
+    "phash": pl.String,
+    "thumbnail": pl.Binary,  # WebP, longest side 256: for embeddings, previews and the app
+}
+IMAGE_REJECT_SCHEMA = {
+    "record_id": pl.String,
+    "partition": pl.String,
+    "row_index": pl.Int64,
+    "image_ref": pl.String,
+    "reason": pl.String,
+}
+SIGNAL_SCHEMA = {
+    "record_id": pl.String,
+    "partition": pl.String,
+    "backend": pl.String,
+    "status": pl.String,  # ok (one face) | ambiguous (several, or none) | unreadable
+    "faces": pl.Int32,
+    "face_boxes": pl.List(pl.List(pl.Int32)),  # x, y, width, height per face
+    "flags": pl.List(pl.String),
+    "attributes": pl.String,  # JSON: field key -> {value, confidence, evidence, source}
+}
+
+
+def read_ref(ref: str, root: str) -> bytes:
+    """Bytes of an image reference: a URL as it is, a relative path inside ``root`` (never outside it)."""
+    if "://" in ref:
+        with fsspec.open(ref, "rb") as f:
+            data = f.read(MAX_IMAGE_BYTES + 1)
+    elif "://" not in root:
+        path = confine(root, ref)
+        if not path.is_file():
+            raise ImageRejected(f"file not found: {ref}")
+        if path.stat().st_size > MAX_IMAGE_BYTES:
+            raise ImageRejected(f"file larger than {MAX_IMAGE_BYTES:,} bytes: {ref}")
+        data = path.read_bytes()
+    else:
+        parts = PurePosixPath(ref).parts
+        if PurePosixPath(ref).is_absolute() or ".." in parts:
+            raise ImageRejected(f"path escapes the source root: {ref}")
+        with fsspec.open(f"{root.rstrip('/')}/{ref}", "rb") as f:
+            data = f.read(MAX_IMAGE_BYTES + 1)
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ImageRejected(f"file larger than {MAX_IMAGE_BYTES:,} bytes: {ref}")
+    return data
+
+
+def _embedded_bytes(chunk: Chunk, spec: SourceSpec, row_indexes: list[int]) -> dict[int, bytes | None]:
+    """Image bytes held in a Parquet source's image column (binary, or a struct with ``bytes``), by row index."""
+    col = spec.mapping.image
+    lo, hi = min(row_indexes), max(row_indexes)
+    frame = pl.scan_parquet(chunk.file).slice(lo, hi - lo + 1).select(col).collect()
+    series = frame.get_column(col)
+    if isinstance(series.dtype, pl.Struct):
+        series = series.struct.field("bytes")
+    wanted = set(row_indexes)
+    return {lo + i: v for i, v in enumerate(series.to_list()) if lo + i in wanted}
+
+
+def image_payloads(records: pl.DataFrame, chunk: Chunk, spec: SourceSpec) -> Iterator[tuple[dict[str, Any], bytes | ImageRejected]]:
+    """Each record with an ``image_ref``, and its bytes or the reason they cannot be had."""
+    root = source_root(spec)
+    if spec.format != "images" and chunk.format != "images":  # paths in a table are relative to the table's folder
+        root = chunk.file.rsplit("/", 1)[0]
+    rows = records.filter(pl.col("image_ref").is_not_null()).select("record_id", "partition", "row_index", "image_ref")
+    for start in range(0, rows.height, READ_BATCH):
+        batch = rows.slice(start, READ_BATCH)
+        embedded_rows = batch.filter(pl.col("image_ref") == EMBEDDED).get_column("row_index").to_list()
+        embedded = _embedded_bytes(chunk, spec, embedded_rows) if embedded_rows else {}
+        for row in batch.iter_rows(named=True):
+            ref = row["image_ref"]
+            try:
+                data = embedded.get(row["row_index"]) if ref == EMBEDDED else read_ref(ref, root)
+                if data is None:
+                    raise ImageRejected("no image bytes in the row")
+            except ImageRejected as e:
+                yield row, e
+            except (OSError, ValueError) as e:  # missing remote file, network or permission error
+                yield row, ImageRejected(f"cannot read {ref}: {type(e).__name__}: {e}")
+            else:
+                yield row, data
+
+
+def images_stage(records: pl.DataFrame, chunk: Chunk, spec: SourceSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Decode every referenced image of a chunk: facts and a thumbnail per image, or a quarantine row with the reason."""
+    good, bad = [], []
+    for row, payload in image_payloads(records, chunk, spec):
+        try:
+            if isinstance(payload, ImageRejected):
+                raise payload
+            d = decode_image(payload)
+        except ImageRejected as e:
+            bad.append({**row, "reason": str(e)})
+            continue
+        good.append(
+            {
+                **row,
+                "file_bytes": len(payload),
+                "width": d.width,
+                "height": d.height,
+                "format": d.format,
+                "mode": d.mode,
+                "frames": d.frames,
+                "sha256": d.sha256,
+                "phash": d.phash,
+                "thumbnail": d.thumbnail(),
+            }
+        )
+    return pl.DataFrame(good, schema=IMAGE_SCHEMA), pl.DataFrame(bad, schema=IMAGE_REJECT_SCHEMA)
+
+
+def signals_stage(records: pl.DataFrame, chunk: Chunk, spec: SourceSpec, backend: str, ontology) -> pl.DataFrame:
+    """Faces, subject count and colour attributes of each decoded image (full resolution, re-read from the source)."""
+    from charassets.domain.image_signals import signals_for
+
+    rows = []
+    for row, payload in image_payloads(records, chunk, spec):
+        base = {"record_id": row["record_id"], "partition": row["partition"], "backend": backend}
+        try:
+            if isinstance(payload, ImageRejected):
+                raise payload
+            s = signals_for(decode_image(payload).image, backend, ontology)
+        except ImageRejected as e:  # the file changed or vanished since raw/images read it
+            rows.append({**base, "status": "unreadable", "faces": None, "face_boxes": [], "flags": [str(e)], "attributes": "{}"})
+            continue
+        rows.append(
+            {
+                **base,
+                "status": s.status,
+                "faces": len(s.faces),
+                "face_boxes": [list(f.box) for f in s.faces],
+                "flags": s.flags,
+                "attributes": json.dumps(s.attributes),
+            }
+        )
+    return pl.DataFrame(rows, schema=SIGNAL_SCHEMA)
