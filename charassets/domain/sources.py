@@ -361,6 +361,8 @@ def _rows_from_objects(objs: Iterator[tuple[int, Any, str]], spec: SourceSpec, c
     good, bad = [], []
     for row_index, obj, excerpt in objs:
         base = {"source": spec.name, "partition": chunk.partition, "file": chunk.file, "row_index": row_index}
+        if chunk.format == "images":  # an image's id is its path, known even when its sidecar is unreadable
+            base["source_id"] = excerpt
         if isinstance(obj, Exception):
             bad.append({**base, "reason": str(obj), "raw_excerpt": excerpt[:EXCERPT_CHARS]})
             continue

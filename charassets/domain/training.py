@@ -89,7 +89,7 @@ def train_field(
     if len(keep) < 2:
         return None
     sel = cand.get_column("label").is_in(keep).to_numpy()
-    cand, vectors, sums = cand.filter(sel), vectors[sel], sums[sel]
+    cand, vectors, sums = cand.filter(sel), vectors[sel], (None if sums is None else sums[sel])
     x = vectors if cache is None else masked_features(vectors, sums, cand.get_column("evidence"), cache, weights)
     y = cand.get_column("label").to_list()
     val = stable_split(cand.get_column("record_id").to_list(), y)
