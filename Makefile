@@ -4,7 +4,7 @@ VENV_STAMP := .venv/.installed
 export DAGSTER_HOME := $(CURDIR)
 N ?= 100000
 
-.PHONY: setup demo test dev mlflow lint bench vocab clean
+.PHONY: setup demo test dev mlflow app lint bench vocab clean
 
 $(VENV_STAMP): pyproject.toml
 	test -d .venv || python3 -m venv .venv
@@ -26,6 +26,9 @@ dev: $(VENV_STAMP)  ## Dagster UI on http://127.0.0.1:3000
 mlflow: $(VENV_STAMP)  ## MLflow UI on http://127.0.0.1:5000 against the project's store
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false .venv/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.charassets/mlflow.db \
 		--default-artifact-root $(CURDIR)/.charassets/mlartifacts --host 127.0.0.1 --port 5000
+
+app: $(VENV_STAMP)  ## upload an image or paste tags: http://127.0.0.1:7860
+	GRADIO_ANALYTICS_ENABLED=False $(PY) -m charassets.app --host 127.0.0.1 --port 7860
 
 lint: $(VENV_STAMP)
 	.venv/bin/ruff check charassets charassets_tests bench

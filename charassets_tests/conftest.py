@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import subprocess
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -39,3 +44,34 @@ def danbooru_vocabulary() -> Vocabulary:
 def _isolated_mlflow_uri(monkeypatch):
     """``mlflow.set_tracking_uri`` also sets ``MLFLOW_TRACKING_URI`` in the environment; keep it from leaking between tests."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server(cmd: list[str], ready, name: str, timeout: float, env: dict | None = None):
+    """Start ``cmd``, wait until ``ready()`` stops raising OSError, stop it on exit.
+
+    Its output goes to a file, not a pipe: a chatty server would block on a full pipe.
+    """
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + timeout
+            while True:
+                try:
+                    ready()
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.time() > deadline:
+                        log.seek(0)
+                        raise RuntimeError(f"{name} did not start: {log.read().decode(errors='replace')[-2000:]}") from None
+                    time.sleep(0.3)
+            yield
+        finally:
+            proc.terminate()
+            proc.wait(30)

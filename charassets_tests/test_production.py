@@ -9,16 +9,13 @@ Docker engine do not exist here: the compose file is checked for structure inste
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
@@ -30,6 +27,8 @@ from charassets.definitions import build_definitions
 from charassets.defs.runner import heads_metadata, run_partitions, train
 from charassets.domain.demo import generate
 from charassets.domain.lake import Lake
+from charassets_tests.conftest import free_port as _free_port
+from charassets_tests.conftest import server as _server
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
@@ -41,12 +40,6 @@ def _pg_bin() -> Path | None:
         return Path(found).resolve().parent
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     return Path(candidates[-1]).parent if candidates else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -77,31 +70,6 @@ def postgres():
     finally:
         run(bindir / "pg_ctl", "-D", data, "-m", "fast", "stop")
         shutil.rmtree(base, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _server(cmd: list[str], ready, name: str, timeout: float, env: dict | None = None):
-    """Start ``cmd``, wait until ``ready()`` stops raising OSError, stop it on exit.
-
-    Its output goes to a file, not a pipe: a chatty server would block on a full pipe.
-    """
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.time() + timeout
-            while True:
-                try:
-                    ready()
-                    break
-                except OSError:
-                    if proc.poll() is not None or time.time() > deadline:
-                        log.seek(0)
-                        raise RuntimeError(f"{name} did not start: {log.read().decode(errors='replace')[-2000:]}") from None
-                    time.sleep(0.3)
-            yield
-        finally:
-            proc.terminate()
-            proc.wait(30)
 
 
 @pytest.fixture(scope="module")
