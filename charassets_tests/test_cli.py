@@ -57,6 +57,28 @@ def test_extract_file_keeps_every_row_in_order(tmp_path):
     assert rows[1]["reason"].startswith("invalid JSON") and rows[3]["reason"] == "no tags" and rows[5]["reason"].startswith("missing id")
 
 
+def test_extract_image_folder_through_the_graph(tmp_path, monkeypatch):
+    import shutil
+
+    from charassets_tests.conftest import shared_file
+
+    monkeypatch.setenv("CHARASSETS_HOME", str(tmp_path / "home"))  # no project heads: tags and images only
+    folder = tmp_path / "pictures"
+    (folder / "more").mkdir(parents=True)
+    shutil.copy(shared_file("images_dev/237060063cc1c26b.webp"), folder / "one.webp")  # one face
+    shutil.copy(shared_file("images_dev/0934b708e5f10c41.webp"), folder / "more" / "two.webp")  # two characters
+    (folder / "more" / "two.txt").write_text("2girls, multiple girls, twin braids")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    result = CliRunner().invoke(main, ["extract", "--input", str(folder)])
+    assert result.exit_code == 0, result.output
+    rows = {r["id"]: r for r in (json.loads(x) for x in result.output.splitlines() if x.startswith("{"))}
+    assert set(rows) == {"one.webp", "broken.png", "more/two.webp"}
+    assert rows["one.webp"]["status"] == "ok" and "image_only" in rows["one.webp"]["flags"]
+    assert rows["one.webp"]["attributes"]["Hair Color"]["source"] in ("image", None)
+    assert rows["broken.png"]["status"] == "rejected" and rows["broken.png"]["reason"] == "image: not an image (unrecognised format)"
+    assert rows["more/two.webp"]["status"] == "ambiguous" and "image_shows_several" in rows["more/two.webp"]["flags"]
+
+
 def test_extract_csv_and_parquet_through_the_installed_command(tmp_path):
     csv = tmp_path / "in.csv"
     csv.write_text('id,tags\n1,"1girl, blonde hair, twintails"\n2,ragged,row,extra\n')

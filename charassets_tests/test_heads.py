@@ -180,7 +180,11 @@ def test_a_worse_challenger_does_not_take_champion(trained):
     champion_before = registry.champion("hair_color")
     worse = {"ops": {"models__attribute_heads": {"config": {"epochs": 1, "lr": 1e-5, "hidden": 0, "fields": ["Hair Color"]}}}}
     result = train(defs, instance, log_level="WARNING", run_config=worse)
-    (gate,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "challenger_beats_champion"]
+    (gate,) = [
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == "challenger_beats_champion" and e.asset_key == dg.AssetKey(["models", "attribute_heads"])
+    ]
     assert not gate.passed and gate.severity == dg.AssetCheckSeverity.WARN
     assert registry.champion("hair_color") == champion_before
     newest = registry.versions("hair_color")[0]

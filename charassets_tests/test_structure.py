@@ -34,6 +34,14 @@ def test_definitions_load_with_groups_per_stage():
         "models/attribute_heads": "models",
         "models/head_predictions": "models",
         "marts/character_profiles": "marts",
+        "raw/images": "raw",
+        "raw/image_rejects": "raw",
+        "features/image_signals": "features",
+        "features/image_embeddings": "features",
+        "features/image_clusters": "features",
+        "models/image_heads": "models",
+        "models/image_head_predictions": "models",
+        "marts/character_attributes_deduplicated": "marts",
     }
     for key in graph.get_all_asset_keys():
         assert graph.get(key).description, f"{key} has no description"

@@ -127,11 +127,11 @@ class SourceSpec(BaseModel):
 
     @model_validator(mode="after")
     def _needs_tags(self) -> SourceSpec:
+        if self.decodes_images and "rows_per_partition" not in self.model_fields_set:
+            self.rows_per_partition = IMAGE_ROWS_PER_PARTITION
         if self.format == "images":
             if self.columns is not None:
                 raise ValueError(f"source {self.name!r}: an image folder has no columns to map")
-            if "rows_per_partition" not in self.model_fields_set:
-                self.rows_per_partition = IMAGE_ROWS_PER_PARTITION
         elif not self.mapping.tag_columns() and not (self.images and self.mapping.image):
             raise ValueError(f"source {self.name!r}: the column mapping names no tag column (and no decoded image column)")
         if self.images and not self.mapping.image:
