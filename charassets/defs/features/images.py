@@ -125,7 +125,7 @@ def image_clusters(context: dg.AssetExecutionContext, config: ClusterConfig, lak
     )
     ids = images.get_column("record_id")
     out = images.with_columns(pl.Series("cluster_id", ids.to_numpy()[first] if len(first) else [], dtype=pl.String))
-    out = out.with_columns(pl.len().over("cluster_id").alias("cluster_size"))
+    out = out.with_columns(pl.len().over("cluster_id").cast(pl.Int64).alias("cluster_size"))
     keep = deduplicated(out).select("record_id")  # the largest image of each cluster
     out = out.with_columns(pl.col("record_id").is_in(keep.get_column("record_id").to_list()).alias("representative")).select(list(schema))
     table.write_table("features", "image_clusters", out)
