@@ -126,7 +126,7 @@ def _run(
     "--image-backend",
     default=lambda: os.environ.get("CHARASSETS_IMAGE_BACKEND", "animeface"),
     show_default="animeface",
-    help="animeface (offline) or wd:<folder or hub id> (a WD-style ONNX tagger)",
+    help="animeface (offline), wd:<folder or hub id> (a WD-style ONNX tagger) or clip:<hub id or path> (zero-shot prompts)",
 )
 @click.option("--output", "output_path", type=click.Path(dir_okay=False), help="where to write JSONL (default: stdout)")
 def extract(tag_string: str | None, input_path: str | None, image_path: str | None, image_backend: str, output_path: str | None) -> None:

@@ -7,7 +7,7 @@ Environment (all optional): ``CHARASSETS_HOME`` (default ``./.charassets``),
 ``CHARASSETS_ONTOLOGY`` (attribute ontology YAML), ``CHARASSETS_DEMO_RECORDS``,
 ``CHARASSETS_EMBEDDER`` (``minilm`` | ``hashing:<dim>`` | ``hf:<id or path>``), ``CHARASSETS_EMBED_MODE``
 (``pooled`` | ``full``), ``CHARASSETS_DEVICE``, ``MLFLOW_TRACKING_URI`` (default: sqlite under the home),
-``CHARASSETS_IMAGE_BACKEND`` (``animeface`` | ``wd:<folder or hub id>``), ``CHARASSETS_IMAGE_EMBEDDER``
+``CHARASSETS_IMAGE_BACKEND`` (``animeface`` | ``wd:<folder or hub id>`` | ``clip:<hub id or path>``), ``CHARASSETS_IMAGE_EMBEDDER``
 (``colorlayout`` | ``clip:<hub id or path>``).
 """
 

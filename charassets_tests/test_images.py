@@ -304,6 +304,19 @@ def test_clip_backend_embeds_images_and_answers_zero_shot_prompts(tmp_path, onto
     assert len(answers) == 2 and set(answers[0]) == {k for k in PROMPTS if ontology.field(k).cardinality == "single"}
     for key, a in answers[0].items():
         assert a["value"] in ontology.field(key).values and 0 < a["confidence"] <= 1 and a["source"] == "image"
+    # as a signals backend chosen by config: animeface counts, the prompts name the attributes
+    from charassets.domain.image_signals import signals_for
+
+    single = decode_image(shared_file("images_dev/237060063cc1c26b.webp").read_bytes()).image
+    two = decode_image(shared_file("images_dev/0934b708e5f10c41.webp").read_bytes()).image
+    s = signals_for(single, f"clip:{tmp_path}", ontology)
+    assert s.backend == "clip" and s.status == "ok" and len(s.faces) == 1
+    assert (
+        s.attributes["gender"]["evidence"] == [f"{clip.id}:zero-shot"]
+        and s.attributes["hair_color"]["value"] in ontology.field("hair_color").values
+    )
+    several = signals_for(two, f"clip:{tmp_path}", ontology)
+    assert several.status == "ambiguous" and "faces:2" in several.flags
 
 
 def test_near_duplicates_cluster_and_distinct_images_stay_apart():

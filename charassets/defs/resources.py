@@ -113,7 +113,7 @@ def _image_embedder(spec: str, device: str):
 
 
 class ImageModelsResource(dg.ConfigurableResource):
-    """The image side: the signal backend (``animeface`` offline default, or ``wd:<folder or hub id>``)
+    """The image side: the signal backend (``animeface`` offline default, ``wd:<folder or hub id>`` or ``clip:<hub id or path>``)
     and the image embedder (``colorlayout`` offline default, or ``clip:<hub id or path>``)."""
 
     backend: str = "animeface"

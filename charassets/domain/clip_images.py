@@ -38,6 +38,7 @@ class ClipImageModel:
     device: str = "cpu"
     batch_size: int = 32
     _loaded: tuple | None = field(default=None, repr=False)
+    _prompts: dict = field(default_factory=dict, repr=False)
 
     @property
     def id(self) -> str:
@@ -81,7 +82,10 @@ class ClipImageModel:
             spec = next((f for f in ontology.fields if f.key == key), None)
             if spec is None or not spec.values or spec.cardinality != "single":
                 continue
-            text = self.encode_texts([template.format(v.replace("_", " ")) for v in spec.values])
+            prompts = tuple(template.format(v.replace("_", " ")) for v in spec.values)
+            if prompts not in self._prompts:  # the same prompts for every image: encoded once
+                self._prompts[prompts] = self.encode_texts(list(prompts))
+            text = self._prompts[prompts]
             logits = scale * image_vectors @ text.T
             proba = np.exp(logits - logits.max(1, keepdims=True))
             proba /= proba.sum(1, keepdims=True)

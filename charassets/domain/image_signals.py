@@ -207,15 +207,34 @@ def _wd_tagger(spec: str):
     return WDTagger.load(spec)
 
 
+@lru_cache(maxsize=2)
+def _clip(spec: str):
+    from charassets.domain.clip_images import ClipImageModel
+
+    return ClipImageModel(spec)
+
+
 def signals_for(image: Image.Image, backend: str, ontology) -> ImageSignals:
-    """Signals from the backend named by config: ``animeface`` (offline default) or ``wd:<folder or hub id>``."""
+    """Signals from the backend named by config.
+
+    ``animeface`` (offline default); ``wd:<folder or hub id>`` (a WD-style ONNX tagger: tags
+    through the text path); ``clip:<hub id or path>`` (animeface counts the faces, CLIP or
+    SigLIP zero-shot prompts name the attributes of a single-character image).
+    """
     if backend == "animeface":
         return image_signals(image)
     if backend.startswith("wd:"):
         from charassets.domain.wd_tagger import tagger_signals
 
         return tagger_signals(image, _wd_tagger(backend[3:]), ontology)
-    raise ValueError(f"unknown image backend {backend!r}: use 'animeface' or 'wd:<folder or hub id>'")
+    if backend.startswith("clip:"):
+        counted = image_signals(image)
+        if counted.status != "ok":
+            return ImageSignals("clip", counted.faces, counted.status, counted.flags, counted.attributes)
+        model = _clip(backend[5:])
+        answers = model.zero_shot(model.encode_images([image]), ontology)[0]
+        return ImageSignals("clip", counted.faces, "ok", counted.flags, {**counted.attributes, **answers})
+    raise ValueError(f"unknown image backend {backend!r}: use 'animeface', 'wd:<folder or hub id>' or 'clip:<hub id or path>'")
 
 
 def image_record(data: bytes, name: str, ontology, backend: str = "animeface") -> dict:
