@@ -4,7 +4,7 @@ VENV_STAMP := .venv/.installed
 export DAGSTER_HOME := $(CURDIR)
 N ?= 100000
 
-.PHONY: setup demo test dev mlflow app lint bench vocab clean
+.PHONY: setup demo test dev mlflow app lint bench bench-images vocab clean
 
 $(VENV_STAMP): pyproject.toml
 	test -d .venv || python3 -m venv .venv
@@ -36,6 +36,9 @@ lint: $(VENV_STAMP)
 
 bench: $(VENV_STAMP)  ## make bench N=1000000
 	$(PY) bench/run.py --records $(N)
+
+bench-images: $(VENV_STAMP)  ## make bench-images N=2000: N images through the whole graph
+	$(PY) bench/images.py --images $(N)
 
 vocab: $(VENV_STAMP)  ## rewrite the embedded vocabulary from the ontology and demo catalogue
 	$(PY) -c "from charassets.domain.demo import write_embedded_vocabulary as w; w('charassets/data/vocabulary.csv')"
