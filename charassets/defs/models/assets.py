@@ -79,30 +79,50 @@ def attribute_heads(
     partitions = sorted(set(table.partition_counts("labels", "tag_attributes")) & set(table.partition_counts("features", "embeddings")))
     if not partitions:
         raise dg.Failure("no partition has both labels and embeddings: materialize the record assets first")
-    cands: dict[str, pl.DataFrame | None] = {f.key: None for f in fields}
-    for key in partitions:
-        labels = with_sample_hash(table.read("labels", "tag_attributes", [key]))  # hashed once, used by every field
-        for f in fields:
-            if f.cardinality == "multi":
-                cands[f.key] = merge_multi(cands[f.key], multi_candidates(labels, f, config.per_class), config.per_class)
-            else:
-                cands[f.key] = merge_candidates(cands[f.key], field_candidates(labels, f, config.per_class), config.per_class)
-    ids = pl.concat([c.select("record_id") for c in cands.values() if c is not None]).unique()
-    emb = pl.concat([table.scan("features", "embeddings", [k]).join(ids.lazy(), on="record_id", how="semi").collect() for k in partitions])
+    cands, emb = sample_training_data(table, fields, partitions, config.per_class, ("features", "embeddings"))
     cache = load_tag_cache(table, model)
     weights = cache.weights(vocabulary)
     registry.configure(mlflow_store.tracking_uri, mlflow_store.experiment, mlflow_store.artifact_root)
-    data_tags = {
-        "embedder": model.id,
-        "partitions": str(len(partitions)),
-        "partitions_digest": hashlib.sha1(",".join(partitions).encode()).hexdigest()[:12],
-        "delta_version_labels": str(table.table_stats("labels", "tag_attributes")["version"]),
-        "delta_version_embeddings": str(table.table_stats("features", "embeddings")["version"]),
-        "dagster_run_id": context.run_id,
-    }
+    data_tags = training_tags(context, table, partitions, model.id, ("features", "embeddings"))
     head_config = HeadConfig(hidden=config.hidden, epochs=config.epochs, lr=config.lr)
     summary, gate_rows, skipped = train_log_and_gate(context, fields, cands, emb, cache, weights, head_config, config.per_class, data_tags)
     yield heads_result(summary, gate_rows, skipped, len(partitions), mlflow_store.tracking_uri)
+
+
+def sample_training_data(
+    table, fields: list, partitions: list[str], per_class: int, vectors: tuple[str, str], only_with_vectors: bool = False
+) -> tuple[dict[str, pl.DataFrame | None], pl.DataFrame]:
+    """Per field, a bounded per-class sample of labelled records across partitions, and the vectors of those records.
+
+    ``only_with_vectors``: sample among the records that have a row in ``vectors`` (images are a subset of records).
+    """
+    cands: dict[str, pl.DataFrame | None] = {f.key: None for f in fields}
+    for key in partitions:
+        labels = table.read("labels", "tag_attributes", [key])
+        if only_with_vectors:
+            labels = labels.join(table.scan(*vectors, [key]).select("record_id").collect(), on="record_id", how="semi")
+        labels = with_sample_hash(labels)  # hashed once, used by every field
+        for f in fields:
+            if f.cardinality == "multi":
+                cands[f.key] = merge_multi(cands[f.key], multi_candidates(labels, f, per_class), per_class)
+            else:
+                cands[f.key] = merge_candidates(cands[f.key], field_candidates(labels, f, per_class), per_class)
+    ids = pl.concat([c.select("record_id") for c in cands.values() if c is not None]).unique()
+    emb = pl.concat([table.scan(*vectors, [k]).join(ids.lazy(), on="record_id", how="semi").collect() for k in partitions])
+    return cands, emb
+
+
+def training_tags(context: dg.AssetExecutionContext, table, partitions: list[str], embedder_id: str, vectors: tuple[str, str]) -> dict:
+    """What a head version was trained on, as MLflow tags: embedder, partitions, the Delta versions read, the Dagster run."""
+    return {
+        "embedder": embedder_id,
+        "inputs": "image embeddings" if vectors[1] == "image_embeddings" else "tag embeddings",
+        "partitions": str(len(partitions)),
+        "partitions_digest": hashlib.sha1(",".join(partitions).encode()).hexdigest()[:12],
+        "delta_version_labels": str(table.table_stats("labels", "tag_attributes")["version"]),
+        "delta_version_embeddings": str(table.table_stats(*vectors)["version"]),
+        "dagster_run_id": context.run_id,
+    }
 
 
 def train_log_and_gate(

@@ -1,19 +1,15 @@
 """Models stage, image side: attribute heads on image embeddings, trained with the images' own tags as weak labels."""
 
-import hashlib
-
 import dagster as dg
-import numpy as np
-import polars as pl
 
 from charassets.defs.metadata import per_partition
-from charassets.defs.models.assets import GATE, HeadTraining, heads_result, train_log_and_gate
+from charassets.defs.models.assets import GATE, HeadTraining, heads_result, sample_training_data, train_log_and_gate, training_tags
+from charassets.defs.models.predictions import prediction_struct
 from charassets.defs.partitions import for_each_partition, record_asset
 from charassets.defs.resources import CatalogResource, ImageModelsResource, LakeResource, MlflowResource
 from charassets.domain import model_registry as registry
 from charassets.domain.features import vector_matrix
-from charassets.domain.heads import HeadConfig, label_sets
-from charassets.domain.training import field_candidates, merge_candidates, merge_multi, multi_candidates, with_sample_hash
+from charassets.domain.heads import HeadConfig
 
 PREFIX = "image_"  # registered as charassets-head-image-<field>
 
@@ -52,29 +48,10 @@ def image_heads(
         yield dg.MaterializeResult(metadata={"heads": "none trained: no partition has both tag labels and image embeddings"})
         yield dg.AssetCheckResult(check_name=GATE, passed=True, metadata={"comparisons": "none"})
         return
-    cands: dict[str, pl.DataFrame | None] = {f.key: None for f in fields}
-    for key in partitions:
-        with_image = table.scan("features", "image_embeddings", [key]).select("record_id").collect()
-        labels = with_sample_hash(table.read("labels", "tag_attributes", [key]).join(with_image, on="record_id", how="semi"))
-        for f in fields:
-            if f.cardinality == "multi":
-                cands[f.key] = merge_multi(cands[f.key], multi_candidates(labels, f, config.per_class), config.per_class)
-            else:
-                cands[f.key] = merge_candidates(cands[f.key], field_candidates(labels, f, config.per_class), config.per_class)
-    ids = pl.concat([c.select("record_id") for c in cands.values() if c is not None]).unique()
-    emb = pl.concat(
-        [table.scan("features", "image_embeddings", [k]).join(ids.lazy(), on="record_id", how="semi").collect() for k in partitions]
-    )
+    vectors = ("features", "image_embeddings")
+    cands, emb = sample_training_data(table, fields, partitions, config.per_class, vectors, only_with_vectors=True)
     registry.configure(mlflow_store.tracking_uri, mlflow_store.experiment, mlflow_store.artifact_root)
-    data_tags = {
-        "embedder": model.id,
-        "inputs": "image embeddings",
-        "partitions": str(len(partitions)),
-        "partitions_digest": hashlib.sha1(",".join(partitions).encode()).hexdigest()[:12],
-        "delta_version_labels": str(table.table_stats("labels", "tag_attributes")["version"]),
-        "delta_version_embeddings": str(table.table_stats("features", "image_embeddings")["version"]),
-        "dagster_run_id": context.run_id,
-    }
+    data_tags = training_tags(context, table, partitions, model.id, vectors)
     head_config = HeadConfig(hidden=config.hidden, epochs=config.epochs, lr=config.lr)
     summary, gate_rows, skipped = train_log_and_gate(
         context, fields, cands, emb, None, None, head_config, config.per_class, data_tags, key_prefix=PREFIX
@@ -116,24 +93,7 @@ def image_head_predictions(
         for fkey, (head, name) in heads.items():
             if head.dim != vectors.shape[1]:
                 continue
-            proba = head.predict_proba(vectors)
-            if head.multilabel:
-                chosen = head.predict_sets(proba)
-                value = label_sets(chosen, head.classes)
-                conf, above = np.where(chosen.any(1), np.where(chosen, proba, 1.0).min(1), proba.max(1)), chosen.any(1)
-            else:
-                value, conf = np.asarray(head.classes)[proba.argmax(1)], proba.max(1)
-                above = conf >= head.threshold
-            cols.append(
-                pl.DataFrame(
-                    {
-                        "value": value,
-                        "confidence": conf.astype(np.float32),
-                        "above_threshold": above,
-                        "model": pl.repeat(name, len(proba), dtype=pl.String, eager=True),
-                    }
-                ).to_struct(fkey)
-            )
+            cols.append(prediction_struct(head, head.predict_proba(vectors), name, fkey, probs=False))
         out = emb.select("record_id", "partition").with_columns(cols)
         table.write_partitions("models", "image_head_predictions", out, [key])
         return {"images": out.height, "heads": len(cols)}

@@ -13,6 +13,30 @@ from charassets.domain.features import vector_matrix
 from charassets.domain.heads import label_sets, masked_features
 
 
+def prediction_struct(head, proba: np.ndarray, model: str, key: str, probs: bool = True) -> pl.Series:
+    """One head's output as a struct column: value, confidence, above_threshold, model (and all class probabilities).
+
+    Multi-label heads give the classes clearing their own thresholds, with the weakest of
+    their probabilities as confidence.
+    """
+    if head.multilabel:
+        chosen = head.predict_sets(proba)
+        value = label_sets(chosen, head.classes)
+        conf, above = np.where(chosen.any(1), np.where(chosen, proba, 1.0).min(1), proba.max(1)), chosen.any(1)
+    else:
+        value, conf = np.asarray(head.classes)[proba.argmax(1)], proba.max(1)
+        above = conf >= head.threshold
+    columns = {
+        "value": value,
+        "confidence": conf.astype(np.float32),
+        "above_threshold": above,
+        "model": pl.repeat(model, len(proba), dtype=pl.String, eager=True),
+    }
+    if probs:
+        columns["probs"] = pl.Series(proba.astype(np.float32)).cast(pl.List(pl.Float32))
+    return pl.DataFrame(columns).to_struct(key)
+
+
 @record_asset(
     "models",
     "head_predictions",
@@ -54,25 +78,7 @@ def head_predictions(
             for fkey, (head, name) in heads.items():
                 evidence = joined.get_column(fkey).struct.field("evidence")
                 proba = head.predict_proba(masked_features(vectors, sums, evidence, cache, weights))
-                if head.multilabel:  # the classes clearing their own thresholds; confidence: the weakest of them
-                    chosen = head.predict_sets(proba)
-                    value = label_sets(chosen, head.classes)
-                    conf = np.where(chosen.any(1), np.where(chosen, proba, 1.0).min(1), proba.max(1))
-                    above = chosen.any(1)
-                else:
-                    value, conf = np.asarray(head.classes)[proba.argmax(1)], proba.max(1)
-                    above = conf >= head.threshold
-                cols.append(
-                    pl.DataFrame(
-                        {
-                            "value": value,
-                            "confidence": conf.astype(np.float32),
-                            "above_threshold": above,
-                            "model": pl.repeat(name, len(proba), dtype=pl.String, eager=True),
-                            "probs": pl.Series(proba.astype(np.float32)).cast(pl.List(pl.Float32)),
-                        }
-                    ).to_struct(fkey)
-                )
+                cols.append(prediction_struct(head, proba, name, fkey))
             out = out.with_columns(cols)
         table.write_partitions("models", "head_predictions", out, [key])
         return {"records": out.height, "heads": len(heads)}
