@@ -182,16 +182,15 @@ def image_signals(
         return ImageSignals(backend.name, faces, "ambiguous", flags, unknown)
     face = faces[0]
     attributes, flags = {}, list(ignored)
-    for key, rgb in (("hair_color", face.hair), ("eye_color", face.eyes)):
+    for key, part, rgb in (("hair_color", "hair", face.hair), ("eye_color", "eye", face.eyes), ("ethnicity", "skin", face.skin)):
         if key not in palette.fields:
             continue
         m = palette.match(key, rgb, face.likelihood)
-        attributes[key] = {
-            "value": m.value,
-            "confidence": m.confidence,
-            "evidence": [f"{backend.name}:{key.split('_')[0]}={_hex(rgb)}", f"delta_e={m.distance}"],
-            "source": "image",
-        }
+        evidence = [f"{backend.name}:{part}={_hex(rgb)}", f"delta_e={m.distance}"]
+        if m.value.startswith("_"):  # a reference that names nothing notable (ordinary skin)
+            attributes[key] = {"value": UNKNOWN, "confidence": 0.0, "evidence": [*evidence, f"nearest={m.value[1:]}"], "source": "image"}
+            continue
+        attributes[key] = {"value": m.value, "confidence": m.confidence, "evidence": evidence, "source": "image"}
     return ImageSignals(backend.name, faces, "ok", flags, attributes)
 
 
