@@ -132,6 +132,18 @@ def test_final_table_accounts_for_every_row_and_reconciles_images_with_tags(buil
     assert by_id["10_characters/bad_sidecar.png"]["status"] == "rejected"
     tagged = by_id["10_characters/c001.png"]
     assert tagged["status"] == "ok" and tagged["hair_color"]["value"] == "red" and tagged["hair_color"]["source"] == "tags"
+    facts = lake.read("raw", "images").filter(pl.col("image_ref") == "10_characters/c001.png").row(0, named=True)
+    assert tagged["image"] == {
+        "ref": "10_characters/c001.png",
+        "sha256": facts["sha256"],
+        "width": 160,
+        "height": 200,
+        "faces": 0,
+        "face_boxes": [],
+    }  # the final table links each record to its picture
+    assert by_id["10_characters/empty.png"]["image"]["ref"] == "10_characters/empty.png"
+    dev = by_id["10_characters/1cb2a05cbf82a7ad.webp"]["image"]
+    assert dev["faces"] == 1 and len(dev["face_boxes"][0]) == 4
     # image-only pictures: the image decides; synthetic ones show no face, the dev pictures one face each
     assert by_id["10_characters/c045.png"]["status"] == "ambiguous"
     assert "no_face_detected" in by_id["10_characters/c045.png"]["flags"]
@@ -207,9 +219,10 @@ def test_apply_images_rules(ontology, embedded_vocabulary):
         ]
     ).with_columns(pl.col("attributes").map_elements(lambda a: __import__("json").dumps(a), return_dtype=pl.String))
     tagless = pl.DataFrame({"record_id": ["o", "r"]})
-    rejects = pl.DataFrame({"record_id": ["r"], "reason": ["empty file"]})
+    rejects = pl.DataFrame({"record_id": ["r"], "image_ref": ["r.png"], "reason": ["empty file"]})
     out = {r["record_id"]: r for r in apply_images(labels, ontology, tagless, signals, rejects).iter_rows(named=True)}
     assert out["t"]["hair_color"]["value"] == "red" and "image_disagrees:hair_color=blue" in out["t"]["flags"]  # tags win
     assert out["o"]["status"] == "ok" and out["o"]["hair_color"]["value"] == "blue" and "image_only" in out["o"]["flags"]
     assert out["r"]["status"] == "rejected" and out["r"]["reason"] == "image: empty file"
+    assert out["r"]["image"]["ref"] == "r.png" and out["r"]["image"]["sha256"] is None
     assert out["h"]["hair_color"]["value"] == "blue" and out["h"]["hair_color"]["source"] == "image"  # fills what tags leave open

@@ -12,6 +12,7 @@ import polars as pl
 
 from charassets.domain.extraction import UNKNOWN, extract_attributes
 from charassets.domain.ontology import Ontology
+from charassets.domain.schema import IMAGE_DTYPE
 from charassets.domain.sources import SourceSpec
 from charassets.domain.tags import CATEGORY_COLUMNS, CleaningStats, clean_tags
 from charassets.domain.vocabulary import Vocabulary
@@ -120,6 +121,7 @@ def apply_images(
     signals: pl.DataFrame | None = None,
     image_rejects: pl.DataFrame | None = None,
     image_predictions: pl.DataFrame | None = None,
+    images: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Reconcile each record's image with its tags (``reconcile``: tags win, the image fills and flags).
 
@@ -130,6 +132,7 @@ def apply_images(
     image is a measurement, the head an inference from other tags), a differing one is
     flagged ``image_disagrees:<key>=<value>``, several faces ``image_shows_several``. Fields
     still unknown on an ``ok`` record take a confident image-head prediction (``image_head``).
+    Every record with an image gets its facts in ``image`` (``images``: ``raw/images`` rows).
     """
     from charassets.domain.image_signals import ImageSignals, reconcile
 
@@ -188,7 +191,27 @@ def apply_images(
         rows.append({**row, "flags": flags})
     fixed = pl.DataFrame(rows, schema=touched.schema)
     rest = labels.with_row_index("_order").join(fixed.select("record_id"), on="record_id", how="anti")
-    return pl.concat([rest, fixed]).sort("_order").drop("_order")
+    out = pl.concat([rest, fixed]).sort("_order").drop("_order")
+    return out.join(image_facts(images, signals, image_rejects), on="record_id", how="left", maintain_order="left")
+
+
+def image_facts(images: pl.DataFrame | None, signals: pl.DataFrame | None, image_rejects: pl.DataFrame | None) -> pl.DataFrame:
+    """``record_id`` and the ``image`` struct of the output: reference, hash, size, faces (or just the reference of a rejected image)."""
+    parts = []
+    if images is not None and images.height:
+        decoded = images.select("record_id", pl.col("image_ref").alias("ref"), "sha256", "width", "height")
+        if signals is not None:
+            decoded = decoded.join(signals.select("record_id", "faces", "face_boxes"), on="record_id", how="left")
+        parts.append(decoded)
+    if image_rejects is not None and image_rejects.height:
+        parts.append(image_rejects.select("record_id", pl.col("image_ref").alias("ref")))
+    names = list(IMAGE_DTYPE.to_schema())
+    if not parts:
+        return pl.DataFrame(schema={"record_id": pl.String, "image": IMAGE_DTYPE})
+    facts = pl.concat(parts, how="diagonal_relaxed")
+    facts = facts.with_columns([pl.lit(None).alias(n) for n in names if n not in facts.columns])
+    facts = facts.with_columns(pl.col("face_boxes").fill_null(pl.lit([], dtype=pl.List(pl.List(pl.Int32)))))
+    return facts.select("record_id", pl.struct(names).cast(IMAGE_DTYPE).alias("image"))
 
 
 def mart_stage(
@@ -209,6 +232,8 @@ def mart_stage(
         labels = fill_gaps(labels, ontology, profiles, predictions)
     if images:
         labels = apply_images(labels, ontology, **images)
+    if "image" not in labels.columns:
+        labels = labels.with_columns(pl.lit(None, dtype=IMAGE_DTYPE).alias("image"))
     ok = labels.select(
         *KEY_COLUMNS,
         "status",
@@ -218,6 +243,7 @@ def mart_stage(
         "characters",
         "unknown_tags",
         *fields,
+        "image",
     )
     bad = rejects.select(
         *KEY_COLUMNS,
@@ -228,6 +254,7 @@ def mart_stage(
         EMPTY_LIST.alias("characters"),
         EMPTY_LIST.alias("unknown_tags"),
         *(pl.lit(None, dtype=ok.schema[k]).alias(k) for k in fields),
+        pl.lit(None, dtype=IMAGE_DTYPE).alias("image"),
     )
     return pl.concat([ok, bad]).sort("partition", "row_index")
 

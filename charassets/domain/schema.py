@@ -64,6 +64,7 @@ def _models(ontology_path: str) -> tuple[type[BaseModel], type[BaseModel]]:
         flags: list[str] = Field(default_factory=list)
         characters: list[str] = Field(default_factory=list, description="named characters (Danbooru character tags)")
         attributes: Optional[attributes_model] = None  # type: ignore[valid-type]  # noqa: UP045
+        image: Optional[ImageFacts] = Field(default=None, description="the record's image, for records that have one")  # noqa: UP045
 
         @model_validator(mode="after")
         def _attributes_iff_ok(self) -> "CharacterRecord":
@@ -74,6 +75,30 @@ def _models(ontology_path: str) -> tuple[type[BaseModel], type[BaseModel]]:
             return self
 
     return attributes_model, CharacterRecord
+
+
+class ImageFacts(BaseModel):
+    """The picture behind a record, where it has one."""
+
+    model_config = ConfigDict(extra="forbid")
+    ref: Optional[str] = Field(default=None, description="path under the source root, URL, or 'embedded' (bytes in the source table)")  # noqa: UP045
+    sha256: Optional[str] = Field(default=None, description="content hash (null when the image could not be decoded)")  # noqa: UP045
+    width: Optional[int] = Field(default=None, ge=1)  # noqa: UP045
+    height: Optional[int] = Field(default=None, ge=1)  # noqa: UP045
+    faces: Optional[int] = Field(default=None, ge=0, description="faces the image backend found")  # noqa: UP045
+    face_boxes: list[list[int]] = Field(default_factory=list, description="x, y, width, height of each face")
+
+
+IMAGE_DTYPE = pl.Struct(
+    {
+        "ref": pl.String,
+        "sha256": pl.String,
+        "width": pl.Int32,
+        "height": pl.Int32,
+        "faces": pl.Int32,
+        "face_boxes": pl.List(pl.List(pl.Int32)),
+    }
+)
 
 
 def record_model(ontology: Ontology) -> type[BaseModel]:
@@ -103,6 +128,7 @@ def to_json_frame(mart: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
         "flags",
         "characters",
         pl.when(ok).then(attrs).alias("attributes"),
+        (pl.col("image") if "image" in mart.columns else pl.lit(None, dtype=IMAGE_DTYPE)).alias("image"),
     )
 
 
