@@ -51,6 +51,25 @@ def analyse(image_path: str | None, tags: str | None, ontology: Ontology, backen
     return record, rows
 
 
+def annotated(image_path: str, record: dict):
+    """The picture as decoded (EXIF-rotated RGB), with a box around each face the backend found."""
+    from PIL import ImageDraw
+
+    from charassets.domain.images import ImageRejected, decode_image
+
+    try:
+        image = decode_image(Path(image_path).read_bytes()).image.copy()
+    except ImageRejected:
+        return None
+    faces = (record.get("image") or {}).get("faces") or []
+    draw = ImageDraw.Draw(image)
+    width = max(2, round(max(image.size) / 200))
+    for face in faces:
+        x, y, w, h = face["box"] if isinstance(face, dict) else face
+        draw.rectangle((x, y, x + w, y + h), outline=(255, 40, 200), width=width)
+    return image
+
+
 def build_app(ontology: Ontology | None = None, backend: str = "animeface"):
     import gradio as gr
 
@@ -59,8 +78,7 @@ def build_app(ontology: Ontology | None = None, backend: str = "animeface"):
     def run(file, tags):
         path = file if isinstance(file, str) or file is None else file.name
         record, rows = analyse(path, tags, ontology, backend)
-        preview = path if path and record.get("status") != "rejected" else None
-        return record, rows, preview
+        return record, rows, annotated(path, record) if path else None
 
     with gr.Blocks(title="charassets: character attributes") as app:
         gr.Markdown(
@@ -73,7 +91,7 @@ def build_app(ontology: Ontology | None = None, backend: str = "animeface"):
                     label="Tags", placeholder="1girl, solo, long hair, blue eyes, school uniform", lines=3, elem_id="tags-input"
                 )
                 button = gr.Button("Extract", variant="primary", elem_id="extract")
-                shown = gr.Image(label="Image as read", interactive=False, height=256)
+                shown = gr.Image(label="Image as read, faces boxed", interactive=False, height=320, elem_id="shown")
             with gr.Column():
                 record = gr.JSON(label="Attribute JSON", elem_id="record")
                 evidence = gr.Dataframe(headers=EVIDENCE_COLUMNS, label="Evidence", elem_id="evidence", interactive=False)

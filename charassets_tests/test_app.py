@@ -37,7 +37,7 @@ def browser():
         b.close()
 
 
-def _extract(browser, url: str, tags: str | None, image: str | None) -> tuple[str, str]:
+def _extract(browser, url: str, tags: str | None, image: str | None) -> tuple[str, str, int]:
     page = browser.new_page()
     try:
         page.goto(url, wait_until="domcontentloaded")
@@ -48,18 +48,21 @@ def _extract(browser, url: str, tags: str | None, image: str | None) -> tuple[st
             page.wait_for_selector(f"#image-input >> text={os.path.basename(image)}", timeout=30_000)  # upload finished
         page.locator("#extract").click()
         page.wait_for_function("() => (document.querySelector('#record')?.innerText || '').includes('status')", timeout=60_000)
-        # the JSON viewer puts every token on its own line: compare it without whitespace
-        return "".join(page.locator("#record").inner_text().split()), page.locator("#evidence").inner_text()
+        record = "".join(page.locator("#record").inner_text().split())  # the JSON viewer puts every token on its own line
+        if image and '"status":"rejected"' not in record:
+            page.wait_for_selector("#shown img", timeout=30_000)
+        return record, page.locator("#evidence").inner_text(), page.locator("#shown img").count()
     finally:
         page.close()
 
 
 def test_tags_and_image_give_the_record_and_its_evidence(browser, app_url):
     image = str(shared_file("images_dev/237060063cc1c26b.webp"))  # one character, drawn with light hair
-    record, evidence = _extract(browser, app_url, "1girl, solo, long hair, smile", image)
+    record, evidence, shown = _extract(browser, app_url, "1girl, solo, long hair, smile", image)
     assert '"status":"ok"' in record and '"subject_count":1' in record and '"faces":[[' in record
     assert "Gender" in evidence and "1girl" in evidence  # from the tags
     assert "animeface:hair=#" in evidence  # the hair colour read from the picture, with its evidence
+    assert shown == 1  # the decoded picture with its face boxed
 
 
 def test_a_broken_upload_is_rejected_with_its_reason(browser, app_url, tmp_path):
@@ -67,10 +70,10 @@ def test_a_broken_upload_is_rejected_with_its_reason(browser, app_url, tmp_path)
     buf = io.BytesIO()
     Image.new("RGB", (64, 64), (200, 30, 30)).save(buf, format="PNG")
     bad.write_bytes(buf.getvalue()[:80])
-    record, _ = _extract(browser, app_url, None, str(bad))
-    assert '"status":"rejected"' in record and "corruptortruncated" in record
+    record, _, shown = _extract(browser, app_url, None, str(bad))
+    assert '"status":"rejected"' in record and "corruptortruncated" in record and shown == 0
 
 
 def test_several_characters_in_tags_are_flagged_ambiguous(browser, app_url):
-    record, _ = _extract(browser, app_url, "2girls, multiple girls, long hair, red hair", None)
+    record, _, _ = _extract(browser, app_url, "2girls, multiple girls, long hair, red hair", None)
     assert '"status":"ambiguous"' in record
