@@ -58,6 +58,14 @@ def test_domain_imports_no_dagster():
     assert result.returncode == 0, result.stderr
 
 
+def test_maintenance_covers_every_delta_asset():
+    from charassets.defs.maintenance import TABLES
+
+    graph = build_definitions().resolve_asset_graph()
+    delta = {tuple(k.path) for k in graph.get_all_asset_keys() if "delta" in graph.get(k).kinds}
+    assert len(delta) >= 15 and delta <= set(TABLES), f"not maintained: {sorted(delta - set(TABLES))}"
+
+
 def test_embedded_vocabulary_is_current():
     committed = pl.read_csv(ROOT / "charassets" / "data" / "vocabulary.csv", has_header=False, infer_schema=False).fill_null("")
     expected = [(t, str(c), str(n), a) for t, c, n, a in embedded_vocabulary_rows()]

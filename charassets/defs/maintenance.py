@@ -28,6 +28,13 @@ TABLES: list[tuple[str, str]] = [
     ("models", "head_predictions"),
     ("marts", "character_profiles"),
     ("marts", "character_attributes"),
+    ("raw", "images"),
+    ("raw", "image_rejects"),
+    ("features", "image_signals"),
+    ("features", "image_embeddings"),
+    ("features", "image_clusters"),
+    ("models", "image_head_predictions"),
+    ("marts", "character_attributes_deduplicated"),
 ]
 
 
