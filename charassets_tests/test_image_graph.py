@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import http.server
 import io
 import shutil
+import threading
 
 import dagster as dg
 import numpy as np
@@ -70,15 +74,25 @@ def built(tmp_path_factory):
     table_dir = root / "table"
     table_dir.mkdir()
     (table_dir / "side.png").write_bytes(_bytes(character(96, "blue"), "PNG"))
+    served = root / "served"
+    served.mkdir()
+    (served / "remote.png").write_bytes(_bytes(character(98, "red"), "PNG"))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
     pl.DataFrame(
         {
-            "id": ["p1", "p2", "p3", "p4"],
-            "tags": ["1girl, red hair", "1girl, blue hair", "1girl, red hair", "1girl"],
+            "id": ["p1", "p2", "p3", "p4", "p5", "p6"],
+            "tags": ["1girl, red hair", "1girl, blue hair", "1girl, red hair", "1girl", "1girl", "1girl"],
             "image": [
                 {"bytes": _bytes(character(97, "red"), "PNG"), "path": None},
                 {"bytes": None, "path": "side.png"},
                 {"bytes": b"\x89PNG broken", "path": None},
                 {"bytes": None, "path": "../kohya/10_characters/c001.png"},
+                {"bytes": None, "path": f"{url}/remote.png"},  # a URL, fetched over HTTP
+                {"bytes": None, "path": f"{url}/missing.png"},
             ],
         }
     ).write_parquet(table_dir / "rows.parquet")
@@ -91,7 +105,8 @@ def built(tmp_path_factory):
     defs = build_definitions(env)
     instance = dg.DagsterInstance.ephemeral()
     report = build_everything(defs, instance, log_level="WARNING")
-    return defs, instance, defs.resources["lake"].lake(), report, root
+    yield defs, instance, defs.resources["lake"].lake(), report, root
+    httpd.shutdown()
 
 
 def test_every_image_is_decoded_or_quarantined_with_a_reason(built):
@@ -105,6 +120,8 @@ def test_every_image_is_decoded_or_quarantined_with_a_reason(built):
     assert reasons["10_characters/notes.jpg"].startswith("not an image")
     assert reasons["10_characters/cut.webp"].startswith("corrupt or truncated")
     assert "escapes the source root" in reasons["../kohya/10_characters/c001.png"]
+    missing = next(r for ref, r in reasons.items() if ref.endswith("/missing.png"))
+    assert missing.startswith("cannot read http://") and "FileNotFoundError" in missing
     assert reasons["embedded"].startswith("not an image") or reasons["embedded"].startswith("corrupt")
     # a sidecar that is not UTF-8 quarantines its record at the raw stage, with the reason
     raw_rejects = lake.read("raw", "rejects")
@@ -116,6 +133,8 @@ def test_every_image_is_decoded_or_quarantined_with_a_reason(built):
     assert facts["10_characters/animated.gif"]["frames"] == 2
     assert facts["10_characters/palette.png"]["mode"] == "P"
     assert {facts["side.png"]["width"], facts["embedded"]["height"]} == {160, 200}
+    remote = next(f for ref, f in facts.items() if ref.endswith("/remote.png"))
+    assert remote["sha256"] == hashlib.sha256(_bytes(character(98, "red"), "PNG")).hexdigest()
     assert all(Image.open(io.BytesIO(t)).size[1] <= 256 for t in images.get_column("thumbnail").to_list())
     # the unknown-rate check is a warning meant for real data sizes; the accounting checks must pass
     assert [c for c in report.failed_checks if "unknown_rates" not in c] == []
