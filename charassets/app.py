@@ -19,7 +19,7 @@ EVIDENCE_COLUMNS = ["attribute", "value", "confidence", "source", "evidence"]
 
 def analyse(image_path: str | None, tags: str | None, ontology: Ontology, backend: str = "animeface") -> tuple[dict, list[list]]:
     """The record JSON for the inputs (tags, image, or both reconciled) and one evidence row per decided attribute."""
-    from charassets.domain.image_signals import ImageSignals, image_record, reconcile, signals_for
+    from charassets.domain.image_signals import ImageSignals, image_facts, image_record, reconcile, signals_for
     from charassets.domain.images import ImageRejected, decode_image
     from charassets.domain.pipeline import extract_one
 
@@ -32,12 +32,13 @@ def analyse(image_path: str | None, tags: str | None, ontology: Ontology, backen
         record = extract_one(tags, ontology)
         if image_path:
             try:
-                signals: ImageSignals = signals_for(decode_image(Path(image_path).read_bytes()).image, backend, ontology)
+                decoded = decode_image(Path(image_path).read_bytes())
+                signals: ImageSignals = signals_for(decoded.image, backend, ontology)
             except ImageRejected as e:
-                record["flags"] = [*record["flags"], "image_rejected"]
-                record["image"] = {"rejected": str(e)}
+                record["flags"] = [*record["flags"], "image_rejected", f"image: {e}"]
+                record["image"] = {"ref": Path(image_path).name}
             else:
-                record["image"] = {"status": signals.status, "faces": [list(f.box) for f in signals.faces], "flags": signals.flags}
+                record["image"] = image_facts(decoded, signals, Path(image_path).name)
                 if record["status"] == "ok":
                     by_key = {f.key: record["attributes"][f.name] for f in ontology.fields}
                     merged, flags = reconcile(by_key, signals)
@@ -61,11 +62,9 @@ def annotated(image_path: str, record: dict):
         image = decode_image(Path(image_path).read_bytes()).image.copy()
     except ImageRejected:
         return None
-    faces = (record.get("image") or {}).get("faces") or []
     draw = ImageDraw.Draw(image)
     width = max(2, round(max(image.size) / 200))
-    for face in faces:
-        x, y, w, h = face["box"] if isinstance(face, dict) else face
+    for x, y, w, h in (record.get("image") or {}).get("face_boxes") or []:
         draw.rectangle((x, y, x + w, y + h), outline=(255, 40, 200), width=width)
     return image
 

@@ -59,7 +59,7 @@ def _extract(browser, url: str, tags: str | None, image: str | None) -> tuple[st
 def test_tags_and_image_give_the_record_and_its_evidence(browser, app_url):
     image = str(shared_file("images_dev/237060063cc1c26b.webp"))  # one character, drawn with light hair
     record, evidence, shown = _extract(browser, app_url, "1girl, solo, long hair, smile", image)
-    assert '"status":"ok"' in record and '"subject_count":1' in record and '"faces":[[' in record
+    assert '"status":"ok"' in record and '"subject_count":1' in record and '"faces":1,"face_boxes":[[' in record
     assert "Gender" in evidence and "1girl" in evidence  # from the tags
     assert "animeface:hair=#" in evidence  # the hair colour read from the picture, with its evidence
     assert shown == 1  # the decoded picture with its face boxed

@@ -155,8 +155,13 @@ def test_final_table_accounts_for_every_row_and_reconciles_images_with_tags(buil
     assert tagged["image"] == {
         "ref": "10_characters/c001.png",
         "sha256": facts["sha256"],
+        "phash": facts["phash"],
         "width": 160,
         "height": 200,
+        "format": "PNG",
+        "mode": "RGB",
+        "frames": 1,
+        "backend": "animeface",
         "faces": 0,
         "face_boxes": [],
     }  # the final table links each record to its picture

@@ -226,7 +226,10 @@ def test_extract_image_cli_prints_the_record_shape(tmp_path, ontology):
     assert set(out) == set(tag_shape) | {"image"} and out["status"] == "ok"
     _models(ontology.source)[0].model_validate(out["attributes"])  # the table's attribute model accepts it
     assert out["attributes"]["Hair Color"]["value"] == "blue" and out["attributes"]["Hair Color"]["source"] == "image"
-    assert out["image"]["width"] == 512 and len(out["image"]["faces"]) == 1
+    assert out["image"]["width"] == 512 and out["image"]["faces"] == 1 and len(out["image"]["face_boxes"]) == 1
+    from charassets.domain.schema import ImageFacts
+
+    ImageFacts.model_validate(out["image"])  # the same image object as the table's
 
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(_encode(RED, "JPEG")[:200])

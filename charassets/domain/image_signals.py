@@ -272,17 +272,24 @@ def image_record(data: bytes, name: str, ontology, backend: str = "animeface") -
         "subject_count": len(signals.faces) if signals.faces else None,
         "flags": signals.flags + (["animated"] if decoded.animated else []),
         "attributes": attributes,
-        "image": {
-            "width": decoded.width,
-            "height": decoded.height,
-            "format": decoded.format,
-            "mode": decoded.mode,
-            "frames": decoded.frames,
-            "sha256": decoded.sha256,
-            "phash": decoded.phash,
-            "faces": [{"box": list(f.box), "likelihood": f.likelihood} for f in signals.faces],
-            "backend": signals.backend,
-        },
+        "image": image_facts(decoded, signals, name),
+    }
+
+
+def image_facts(decoded, signals: ImageSignals | None, ref: str | None) -> dict:
+    """The ``image`` object of a record, as the table holds it (``schema.ImageFacts``)."""
+    return {
+        "ref": ref,
+        "sha256": decoded.sha256,
+        "phash": decoded.phash,
+        "width": decoded.width,
+        "height": decoded.height,
+        "format": decoded.format,
+        "mode": decoded.mode,
+        "frames": decoded.frames,
+        "backend": signals.backend if signals else None,
+        "faces": len(signals.faces) if signals else None,
+        "face_boxes": [list(f.box) for f in signals.faces] if signals else [],
     }
 
 

@@ -199,9 +199,11 @@ def image_facts(images: pl.DataFrame | None, signals: pl.DataFrame | None, image
     """``record_id`` and the ``image`` struct of the output: reference, hash, size, faces (or just the reference of a rejected image)."""
     parts = []
     if images is not None and images.height:
-        decoded = images.select("record_id", pl.col("image_ref").alias("ref"), "sha256", "width", "height")
+        decoded = images.select(
+            "record_id", pl.col("image_ref").alias("ref"), "sha256", "phash", "width", "height", "format", "mode", "frames"
+        )
         if signals is not None:
-            decoded = decoded.join(signals.select("record_id", "faces", "face_boxes"), on="record_id", how="left")
+            decoded = decoded.join(signals.select("record_id", "backend", "faces", "face_boxes"), on="record_id", how="left")
         parts.append(decoded)
     if image_rejects is not None and image_rejects.height:
         parts.append(image_rejects.select("record_id", pl.col("image_ref").alias("ref")))

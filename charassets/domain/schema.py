@@ -83,8 +83,13 @@ class ImageFacts(BaseModel):
     model_config = ConfigDict(extra="forbid")
     ref: Optional[str] = Field(default=None, description="path under the source root, URL, or 'embedded' (bytes in the source table)")  # noqa: UP045
     sha256: Optional[str] = Field(default=None, description="content hash (null when the image could not be decoded)")  # noqa: UP045
+    phash: Optional[str] = Field(default=None, description="64-bit perceptual hash, hex")  # noqa: UP045
     width: Optional[int] = Field(default=None, ge=1)  # noqa: UP045
     height: Optional[int] = Field(default=None, ge=1)  # noqa: UP045
+    format: Optional[str] = None  # noqa: UP045
+    mode: Optional[str] = Field(default=None, description="Pillow mode as stored (CMYK, P, LA, I;16...), before conversion to RGB")  # noqa: UP045
+    frames: Optional[int] = Field(default=None, ge=1, description="frames of an animated image (the first is used)")  # noqa: UP045
+    backend: Optional[str] = Field(default=None, description="the image-signal backend that read it")  # noqa: UP045
     faces: Optional[int] = Field(default=None, ge=0, description="faces the image backend found")  # noqa: UP045
     face_boxes: list[list[int]] = Field(default_factory=list, description="x, y, width, height of each face")
 
@@ -93,8 +98,13 @@ IMAGE_DTYPE = pl.Struct(
     {
         "ref": pl.String,
         "sha256": pl.String,
+        "phash": pl.String,
         "width": pl.Int32,
         "height": pl.Int32,
+        "format": pl.String,
+        "mode": pl.String,
+        "frames": pl.Int32,
+        "backend": pl.String,
         "faces": pl.Int32,
         "face_boxes": pl.List(pl.List(pl.Int32)),
     }
