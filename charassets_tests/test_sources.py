@@ -113,3 +113,37 @@ def test_sources_file_resolves_relative_paths(tmp_path):
     assert register(cfg.get("mine")).height == 1
     with pytest.raises(ValueError):
         SourceSpec(name="Bad Name", uri="x")
+
+
+def test_image_folders_register_per_folder_with_sidecar_tags(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "set"
+    for folder, n in (("5_alice", 5), ("10_bob/close", 2)):
+        (root / folder).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(root / folder / f"{i}.png")
+    (root / "5_alice" / "1.txt").write_text("1girl, solo, red hair")
+    (root / "5_alice" / "notes.md").write_text("not an image, not a record")
+    spec = SourceSpec(name="kohya", uri=str(root), format="images", rows_per_partition=2)
+    assert spec.rows_per_partition == 2 and SourceSpec(name="k", uri=str(root), format="images").rows_per_partition == 1000
+    reg, recs, rej = read_all(spec)
+    assert reg.get_column("row_count").to_list() == [2, 2, 2, 1] and rej.height == 0  # 10_bob/close, then 5_alice in 3 chunks
+    tags = dict(recs.select("source_id", "tags_raw").iter_rows())
+    assert tags["5_alice/1.png"] == "1girl, solo, red hair" and tags["5_alice/0.png"] is None
+    assert recs.get_column("image_ref").to_list() == recs.get_column("source_id").to_list()
+    assert register(spec).equals(reg)  # registering again gives the same partitions
+    # a registered folder is immutable: reading one that changed fails clearly instead of shifting its chunks
+    Image.new("RGB", (8, 8)).save(root / "5_alice" / "00.png")
+    chunk = Chunk.from_row(reg.filter(pl.col("file").str.ends_with("5_alice")).row(0, named=True))
+    with pytest.raises(ValueError, match="changed since it was registered"):
+        read_chunk(chunk, spec)
+
+
+def test_table_sources_need_tags_or_decoded_images():
+    with pytest.raises(ValueError, match="names no tag column"):
+        SourceSpec(name="t", uri="x.parquet", columns={"id": "id", "image": "image"})
+    spec = SourceSpec(name="t", uri="x.parquet", columns={"id": "id", "image": "image"}, images=True)
+    assert spec.decodes_images and spec.rows_per_partition == 1000
+    with pytest.raises(ValueError, match="names no image column"):
+        SourceSpec(name="t", uri="x.parquet", columns={"id": "id", "tags": "tags"}, images=True)

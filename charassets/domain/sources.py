@@ -339,10 +339,11 @@ class Chunk:
     row_count: int
     byte_start: int
     byte_end: int
+    file_bytes: int | None = None  # size of the file (of the folder's images) when it was registered
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Chunk:
-        return cls(**{k: row[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: row[k] for k in cls.__dataclass_fields__ if k in row})
 
 
 def _as_text(value: Any, separator: str) -> tuple[str | None, str | None]:
@@ -418,7 +419,14 @@ def _image_folder_objects(chunk: Chunk, spec: SourceSpec) -> Iterator[tuple[int,
     fs, folder = fsspec.core.url_to_fs(chunk.file)
     _, root = fsspec.core.url_to_fs(spec.uri)
     rel_folder = PurePosixPath(folder).relative_to(root)
-    names = [n for n, _ in folder_images(chunk.file)][chunk.row_start : chunk.row_start + chunk.row_count]
+    listing = folder_images(chunk.file)
+    if chunk.file_bytes is not None and sum(b for _, b in listing) != chunk.file_bytes:
+        # its chunks are slices of the registered listing: reading a changed folder would shift them
+        raise ValueError(
+            f"image folder {chunk.file} changed since it was registered ({chunk.file_bytes:,} bytes of images then, "
+            f"{sum(b for _, b in listing):,} now): put new images in a new folder, or register the source afresh"
+        )
+    names = [n for n, _ in listing][chunk.row_start : chunk.row_start + chunk.row_count]
     for row, name in enumerate(names, chunk.row_start):
         rel = str(rel_folder / name) if str(rel_folder) != "." else name
         sidecar = str(PurePosixPath(folder) / PurePosixPath(name).with_suffix(".txt"))
