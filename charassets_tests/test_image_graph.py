@@ -250,3 +250,16 @@ def test_apply_images_rules(ontology, embedded_vocabulary):
     assert out["r"]["status"] == "rejected" and out["r"]["reason"] == "image: empty file"
     assert out["r"]["image"]["ref"] == "r.png" and out["r"]["image"]["sha256"] is None
     assert out["h"]["hair_color"]["value"] == "blue" and out["h"]["hair_color"]["source"] == "image"  # fills what tags leave open
+
+
+def test_near_duplicates_share_a_side_of_the_validation_split():
+    from charassets.domain.heads import stable_split
+    from charassets.domain.training import split_keys
+
+    ids = [f"r{i}" for i in range(400)]
+    cand = pl.DataFrame({"record_id": ids, "label": ["a", "b"] * 200, "group": [f"g{i // 4}" for i in range(400)]})
+    val = stable_split(split_keys(cand), cand.get_column("label").to_list())
+    by_group = pl.DataFrame({"group": cand.get_column("group"), "val": val}).group_by("group").agg(pl.col("val").n_unique())
+    assert by_group.get_column("val").max() == 1  # every group of four near duplicates on one side
+    assert 0.1 < val.mean() < 0.35
+    assert split_keys(cand.drop("group")) == ids  # without groups, each record decides alone

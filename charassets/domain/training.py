@@ -77,6 +77,14 @@ def character_rule(train_chars: list[list[str]], train_y: list[str], val_chars: 
     return out
 
 
+def split_keys(cand: pl.DataFrame) -> list[str]:
+    """What decides a record's side of the split: its ``group`` where the sample has one (near duplicates share it), else its id.
+
+    Near-duplicate images on both sides would measure memory, not generalisation.
+    """
+    return cand.get_column("group" if "group" in cand.columns else "record_id").to_list()
+
+
 def train_field(
     spec: FieldSpec, cand: pl.DataFrame, vectors: np.ndarray, sums: np.ndarray, cache, weights: np.ndarray, config: HeadConfig
 ) -> FieldResult | None:
@@ -92,7 +100,7 @@ def train_field(
     cand, vectors, sums = cand.filter(sel), vectors[sel], (None if sums is None else sums[sel])
     x = vectors if cache is None else masked_features(vectors, sums, cand.get_column("evidence"), cache, weights)
     y = cand.get_column("label").to_list()
-    val = stable_split(cand.get_column("record_id").to_list(), y)
+    val = stable_split(split_keys(cand), y)
     head = train_head(spec.name, x[~val], [v for v, m in zip(y, val, strict=True) if not m], config)
     index = {c: i for i, c in enumerate(head.classes)}
     y_val = np.array([index[v] for v, m in zip(y, val, strict=True) if m])
@@ -202,7 +210,7 @@ def train_multi_field(
     sets = [[c for c in s if c in keep] for s in sets]
     x = vectors if cache is None else masked_features(vectors, sums, cand.get_column("evidence"), cache, weights)
     first = [s[0] if s else "" for s in sets]
-    val = stable_split(cand.get_column("record_id").to_list(), first)
+    val = stable_split(split_keys(cand), first)
     train_sets = [s for s, m in zip(sets, val, strict=True) if not m]
     head = train_multilabel_head(spec.name, x[~val], train_sets, config)
     y_val = multi_hot([s for s, m in zip(sets, val, strict=True) if m], head.classes)

@@ -1,6 +1,7 @@
 """Models stage, image side: attribute heads on image embeddings, trained with the images' own tags as weak labels."""
 
 import dagster as dg
+import polars as pl
 
 from charassets.defs.metadata import per_partition
 from charassets.defs.models.assets import GATE, HeadTraining, heads_result, sample_training_data, train_log_and_gate, training_tags
@@ -8,6 +9,7 @@ from charassets.defs.models.predictions import prediction_struct
 from charassets.defs.partitions import for_each_partition, record_asset
 from charassets.defs.resources import CatalogResource, ImageModelsResource, LakeResource, MlflowResource
 from charassets.domain import model_registry as registry
+from charassets.domain.dedup import near_duplicate_clusters
 from charassets.domain.features import vector_matrix
 from charassets.domain.heads import HeadConfig
 
@@ -50,6 +52,8 @@ def image_heads(
         return
     vectors = ("features", "image_embeddings")
     cands, emb = sample_training_data(table, fields, partitions, config.per_class, vectors, only_with_vectors=True)
+    groups = near_duplicate_groups(table, emb.select("record_id", "partition"))
+    cands = {k: None if c is None else c.join(groups, on="record_id", how="left") for k, c in cands.items()}
     registry.configure(mlflow_store.tracking_uri, mlflow_store.experiment, mlflow_store.artifact_root)
     data_tags = training_tags(context, table, partitions, model.id, vectors)
     head_config = HeadConfig(hidden=config.hidden, epochs=config.epochs, lr=config.lr)
@@ -57,6 +61,21 @@ def image_heads(
         context, fields, cands, emb, None, None, head_config, config.per_class, data_tags, key_prefix=PREFIX
     )
     yield heads_result(summary, gate_rows, skipped, len(partitions), mlflow_store.tracking_uri)
+
+
+def near_duplicate_groups(table, records: pl.DataFrame, max_hamming: int = 6) -> pl.DataFrame:
+    """``record_id -> group`` for the sampled images: near duplicates (pHash within ``max_hamming`` bits) share a group,
+    so they land on the same side of the train/validation split."""
+    hashes = (
+        table.scan("raw", "images", sorted(set(records.get_column("partition").to_list())))
+        .select("record_id", "phash")
+        .join(records.lazy().select("record_id"), on="record_id", how="semi")
+        .collect()
+        .sort("record_id")
+    )
+    first = near_duplicate_clusters(hashes.get_column("phash").to_list(), max_hamming=max_hamming)
+    ids = hashes.get_column("record_id").to_numpy()
+    return hashes.select("record_id").with_columns(pl.Series("group", ids[first] if len(first) else [], dtype=pl.String))
 
 
 @record_asset(
