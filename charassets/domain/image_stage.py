@@ -94,9 +94,8 @@ def _embedded_bytes(chunk: Chunk, spec: SourceSpec, row_indexes: list[int]) -> d
 
 def image_payloads(records: pl.DataFrame, chunk: Chunk, spec: SourceSpec) -> Iterator[tuple[dict[str, Any], bytes | ImageRejected]]:
     """Each record with an ``image_ref``, and its bytes or the reason they cannot be had."""
-    root = source_root(spec)
-    if spec.format != "images" and chunk.format != "images":  # paths in a table are relative to the table's folder
-        root = chunk.file.rsplit("/", 1)[0]
+    # a folder source's paths are under its root; a table's relative paths under the table file's folder
+    root = source_root(spec) if spec.format == "images" else chunk.file.rsplit("/", 1)[0]
     rows = records.filter(pl.col("image_ref").is_not_null()).select("record_id", "partition", "row_index", "image_ref")
     for start in range(0, rows.height, READ_BATCH):
         batch = rows.slice(start, READ_BATCH)
