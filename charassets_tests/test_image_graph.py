@@ -20,7 +20,7 @@ from charassets.defs.runner import build_everything, run_partitions
 from charassets.domain import model_registry as registry
 from charassets.domain.pipeline import apply_images, clean_stage, label_stage
 from charassets.domain.schema import record_model
-from charassets.domain.sources import RAW_SCHEMA, SourceSpec
+from charassets.domain.sources import RAW_SCHEMA, Chunk, SourceSpec
 from charassets_tests.conftest import shared_file
 
 HAIR = {"red": (200, 35, 40), "blue": (40, 70, 190)}
@@ -263,3 +263,26 @@ def test_near_duplicates_share_a_side_of_the_validation_split():
     assert by_group.get_column("val").max() == 1  # every group of four near duplicates on one side
     assert 0.1 < val.mean() < 0.35
     assert split_keys(cand.drop("group")) == ids  # without groups, each record decides alone
+
+
+def test_embedded_image_bytes_are_read_in_one_pass_across_row_groups(tmp_path):
+    """A chunk starting inside a row group, spanning several: each record gets its own row's bytes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from charassets.domain.image_stage import image_payloads
+    from charassets.domain.sources import read_chunk, register
+
+    blobs = [_bytes(character(200 + i, "red"), "PNG") for i in range(10)]
+    images = pa.array([{"bytes": b, "path": None} for b in blobs], type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    pq.write_table(
+        pa.table({"id": [f"i{i}" for i in range(10)], "tags": ["1girl"] * 10, "image": images}), tmp_path / "t.parquet", row_group_size=3
+    )
+    spec = SourceSpec(
+        name="t", uri=str(tmp_path / "t.parquet"), columns={"id": "id", "tags": "tags", "image": "image"}, images=True, rows_per_partition=4
+    )
+    for row in register(spec).iter_rows(named=True):  # chunks 0-3, 4-7, 8-9 over row groups 0-2, 3-5, 6-8, 9
+        chunk = Chunk.from_row(row)
+        records, _ = read_chunk(chunk, spec)
+        got = {r["row_index"]: data for r, data in image_payloads(records, chunk, spec)}
+        assert got == {i: blobs[i] for i in range(chunk.row_start, chunk.row_start + chunk.row_count)}

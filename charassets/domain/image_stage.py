@@ -18,7 +18,7 @@ import fsspec
 import polars as pl
 
 from charassets.domain.images import ImageRejected, confine, decode_image
-from charassets.domain.sources import EMBEDDED, Chunk, SourceSpec, source_root
+from charassets.domain.sources import EMBEDDED, Chunk, SourceSpec
 
 MAX_IMAGE_BYTES = 64 * 2**20
 READ_BATCH = 64
@@ -80,39 +80,59 @@ def read_ref(ref: str, root: str) -> bytes:
     return data
 
 
-def _embedded_bytes(chunk: Chunk, spec: SourceSpec, row_indexes: list[int]) -> dict[int, bytes | None]:
-    """Image bytes held in a Parquet source's image column (binary, or a struct with ``bytes``), by row index."""
-    col = spec.mapping.image
-    lo, hi = min(row_indexes), max(row_indexes)
-    frame = pl.scan_parquet(chunk.file).slice(lo, hi - lo + 1).select(col).collect()
-    series = frame.get_column(col)
-    if isinstance(series.dtype, pl.Struct):
-        series = series.struct.field("bytes")
-    wanted = set(row_indexes)
-    return {lo + i: v for i, v in enumerate(series.to_list()) if lo + i in wanted}
+def _embedded_bytes(chunk: Chunk, spec: SourceSpec) -> Iterator[tuple[int, bytes | None]]:
+    """``(row index, bytes)`` of the chunk's rows from a Parquet image column (binary, or a struct with ``bytes``).
+
+    One pass, ``READ_BATCH`` rows at a time, over the row groups that hold the chunk: each
+    row group's image data is read once, however the chunk's rows fall into batches.
+    """
+    import pyarrow.parquet as pq
+
+    col, lo, hi = spec.mapping.image, chunk.row_start, chunk.row_start + chunk.row_count
+    with fsspec.open(chunk.file, "rb") as f:
+        pf = pq.ParquetFile(f)
+        groups, first, start = [], None, 0
+        for g in range(pf.metadata.num_row_groups):
+            n = pf.metadata.row_group(g).num_rows
+            if start < hi and start + n > lo:
+                groups.append(g)
+                first = start if first is None else first
+            start += n
+        row = first or 0
+        for batch in pf.iter_batches(batch_size=READ_BATCH, row_groups=groups, columns=[col]):
+            values = batch.column(0)
+            if hasattr(values, "field"):  # a struct column: its bytes field
+                values = values.field("bytes")
+            for value in values.to_pylist():
+                if lo <= row < hi:
+                    yield row, value
+                row += 1
 
 
 def image_payloads(records: pl.DataFrame, chunk: Chunk, spec: SourceSpec) -> Iterator[tuple[dict[str, Any], bytes | ImageRejected]]:
-    """Each record with an ``image_ref``, and its bytes or the reason they cannot be had."""
+    """Each record with an ``image_ref`` (in row order), and its bytes or the reason they cannot be had."""
     # a folder source's paths are under its root; a table's relative paths under the table file's folder
-    root = source_root(spec) if spec.format == "images" else chunk.file.rsplit("/", 1)[0]
-    rows = records.filter(pl.col("image_ref").is_not_null()).select("record_id", "partition", "row_index", "image_ref")
-    for start in range(0, rows.height, READ_BATCH):
-        batch = rows.slice(start, READ_BATCH)
-        embedded_rows = batch.filter(pl.col("image_ref") == EMBEDDED).get_column("row_index").to_list()
-        embedded = _embedded_bytes(chunk, spec, embedded_rows) if embedded_rows else {}
-        for row in batch.iter_rows(named=True):
-            ref = row["image_ref"]
-            try:
-                data = embedded.get(row["row_index"]) if ref == EMBEDDED else read_ref(ref, root)
-                if data is None:
-                    raise ImageRejected("no image bytes in the row")
-            except ImageRejected as e:
-                yield row, e
-            except (OSError, ValueError) as e:  # missing remote file, network or permission error
-                yield row, ImageRejected(f"cannot read {ref}: {type(e).__name__}: {e}")
+    root = spec.uri if spec.format == "images" else chunk.file.rsplit("/", 1)[0]
+    rows = records.filter(pl.col("image_ref").is_not_null()).select("record_id", "partition", "row_index", "image_ref").sort("row_index")
+    embedded = _embedded_bytes(chunk, spec) if rows.get_column("image_ref").eq(EMBEDDED).any() else iter(())
+    at, data_at = -1, None
+    for row in rows.iter_rows(named=True):
+        ref = row["image_ref"]
+        try:
+            if ref == EMBEDDED:
+                while at < row["row_index"]:  # records and the column are both in row order: one forward pass
+                    at, data_at = next(embedded, (row["row_index"] + 1, None))
+                data = data_at if at == row["row_index"] else None
             else:
-                yield row, data
+                data = read_ref(ref, root)
+            if data is None:
+                raise ImageRejected("no image bytes in the row")
+        except ImageRejected as e:
+            yield row, e
+        except (OSError, ValueError) as e:  # missing remote file, network or permission error
+            yield row, ImageRejected(f"cannot read {ref}: {type(e).__name__}: {e}")
+        else:
+            yield row, data
 
 
 def images_stage(records: pl.DataFrame, chunk: Chunk, spec: SourceSpec) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -147,7 +147,9 @@ def apply_images(
         keys = [f.key for f in ontology.fields if f.key in image_predictions.columns]
         for row in image_predictions.filter(pl.col("record_id").is_in(list(sig))).iter_rows(named=True):
             heads[row["record_id"]] = {k: row[k] for k in keys if row[k] is not None}
-    touched = labels.with_row_index("_order").filter(pl.col("record_id").is_in(list(sig) + list(bad)))
+    ordered = labels.with_row_index("_order")
+    touched = ordered.filter(pl.col("record_id").is_in(list(sig) + list(bad)))
+    spec = {f.key: f for f in ontology.fields}
     rows = []
     for row in touched.iter_rows(named=True):
         rid, flags = row["record_id"], list(row["flags"] or [])
@@ -171,7 +173,6 @@ def apply_images(
             current = {f.key: row[f.key] for f in ontology.fields} if row["status"] == "ok" else {}
         if row["status"] == "ok":
             guessed = {k: v for k, v in current.items() if v and v["source"] == "head"}
-            spec = {f.key: f for f in ontology.fields}
             merged, extra = reconcile({**current, **{k: _empty_attribute(spec[k]) for k in guessed}}, image)
             merged.update({k: v for k, v in guessed.items() if merged[k]["value"] in (UNKNOWN, [])})
             flags += [f for f in extra if rid not in no_tags]
@@ -190,7 +191,7 @@ def apply_images(
             flags.append("image_shows_several")
         rows.append({**row, "flags": flags})
     fixed = pl.DataFrame(rows, schema=touched.schema)
-    rest = labels.with_row_index("_order").join(fixed.select("record_id"), on="record_id", how="anti")
+    rest = ordered.join(fixed.select("record_id"), on="record_id", how="anti")
     out = pl.concat([rest, fixed]).sort("_order").drop("_order")
     return out.join(image_facts(images, signals, image_rejects), on="record_id", how="left", maintain_order="left")
 

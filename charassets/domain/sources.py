@@ -238,20 +238,11 @@ def _image_folders(spec: SourceSpec, fs: Any, root: str) -> list[tuple[str, str]
     return [(d if local else fs.unstrip_protocol(d), str(PurePosixPath(d).relative_to(root))) for d in folders]
 
 
-def folder_images(folder_uri: str) -> list[tuple[str, int]]:
-    """``(name, bytes)`` of the images directly in one folder, sorted by name: the rows of an image folder."""
+def folder_listing(folder_uri: str) -> tuple[list[tuple[str, int]], set[str]]:
+    """One listing of a folder: ``(name, bytes)`` of its images sorted by name (the rows of an image folder), and every file name."""
     fs, path = fsspec.core.url_to_fs(folder_uri)
-    entries = fs.ls(path, detail=True)
-    return sorted((PurePosixPath(e["name"]).name, int(e.get("size") or 0)) for e in entries if e["type"] == "file" and _is_image(e["name"]))
-
-
-def source_root(spec: SourceSpec) -> str:
-    """The folder an image source's relative paths are resolved in (and confined to)."""
-    fs, path = fsspec.core.url_to_fs(spec.uri)
-    if spec.format == "images" or fs.isdir(path):
-        return spec.uri
-    base = _glob_base(path) if any(c in path for c in "*?[") else str(PurePosixPath(path).parent)
-    return base if spec.uri.startswith("/") or "://" not in spec.uri else fs.unstrip_protocol(base)
+    files = [(PurePosixPath(e["name"]).name, int(e.get("size") or 0)) for e in fs.ls(path, detail=True) if e["type"] == "file"]
+    return sorted((n, b) for n, b in files if _is_image(n)), {n for n, _ in files}
 
 
 def file_digest(relative_name: str) -> str:
@@ -304,7 +295,7 @@ def register(spec: SourceSpec) -> pl.DataFrame:
     for uri, rel in list_files(spec):
         fmt = spec.format_of(uri)
         if fmt == "images":
-            images = folder_images(uri)
+            images, _ = folder_listing(uri)
             size, n, step = sum(b for _, b in images), len(images), spec.rows_per_partition
             bounds = [(0, 0, s, min(step, n - s)) for s in range(0, n, step)]
             for i, (b0, b1, r0, n_rows) in enumerate(bounds):
@@ -419,7 +410,7 @@ def _image_folder_objects(chunk: Chunk, spec: SourceSpec) -> Iterator[tuple[int,
     fs, folder = fsspec.core.url_to_fs(chunk.file)
     _, root = fsspec.core.url_to_fs(spec.uri)
     rel_folder = PurePosixPath(folder).relative_to(root)
-    listing = folder_images(chunk.file)
+    listing, names_here = folder_listing(chunk.file)
     if chunk.file_bytes is not None and sum(b for _, b in listing) != chunk.file_bytes:
         # its chunks are slices of the registered listing: reading a changed folder would shift them
         raise ValueError(
@@ -429,13 +420,13 @@ def _image_folder_objects(chunk: Chunk, spec: SourceSpec) -> Iterator[tuple[int,
     names = [n for n, _ in listing][chunk.row_start : chunk.row_start + chunk.row_count]
     for row, name in enumerate(names, chunk.row_start):
         rel = str(rel_folder / name) if str(rel_folder) != "." else name
-        sidecar = str(PurePosixPath(folder) / PurePosixPath(name).with_suffix(".txt"))
+        sidecar = PurePosixPath(name).with_suffix(".txt").name
         obj: Any = {"path": rel, "tags": None}
-        if fs.exists(sidecar):
+        if sidecar in names_here:  # known from the listing: no request per image to ask
             try:
-                obj["tags"] = fs.cat_file(sidecar).decode("utf-8-sig")
+                obj["tags"] = fs.cat_file(str(PurePosixPath(folder) / sidecar)).decode("utf-8-sig")
             except UnicodeDecodeError:
-                obj = ValueError(f"sidecar {PurePosixPath(sidecar).name} is not valid UTF-8")
+                obj = ValueError(f"sidecar {sidecar} is not valid UTF-8")
         yield row, obj, rel
 
 

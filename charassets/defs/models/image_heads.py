@@ -5,7 +5,7 @@ import polars as pl
 
 from charassets.defs.metadata import per_partition
 from charassets.defs.models.assets import GATE, HeadTraining, heads_result, sample_training_data, train_log_and_gate, training_tags
-from charassets.defs.models.predictions import prediction_struct
+from charassets.defs.models.predictions import champion_heads, prediction_struct
 from charassets.defs.partitions import for_each_partition, record_asset
 from charassets.defs.resources import CatalogResource, ImageModelsResource, LakeResource, MlflowResource
 from charassets.domain import model_registry as registry
@@ -95,11 +95,7 @@ def image_head_predictions(
     table = lake.lake()
     ontology, model = catalog.ontology(), image_models.embedder()
     registry.configure(mlflow_store.tracking_uri)
-    heads = {}
-    for f in [f for f in ontology.fields if f.values]:
-        champ = registry.champion(PREFIX + f.key)
-        if champ:
-            heads[f.key] = (registry.load_head(champ[1]), f"{registry.model_name(PREFIX + f.key)}@v{champ[0]}")
+    heads = champion_heads(context, ontology, getattr(model, "dim", None), PREFIX)  # a CLIP model knows its size once loaded
 
     def work(key: str) -> dict:
         if not heads or not table.exists("features", "image_embeddings"):

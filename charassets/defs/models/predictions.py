@@ -37,6 +37,21 @@ def prediction_struct(head, proba: np.ndarray, model: str, key: str, probs: bool
     return pl.DataFrame(columns).to_struct(key)
 
 
+def champion_heads(context: dg.AssetExecutionContext, ontology, dim: int | None, prefix: str = "") -> dict:
+    """``field key -> (head, "<model>@v<version>")`` of every champion whose input size fits ``dim`` (unknown: all)."""
+    heads = {}
+    for f in [f for f in ontology.fields if f.values]:  # every closed attribute may have a head
+        champ = registry.champion(prefix + f.key)
+        if not champ:
+            continue
+        head = registry.load_head(champ[1])
+        if dim is None or head.dim == dim:
+            heads[f.key] = (head, f"{registry.model_name(prefix + f.key)}@v{champ[0]}")
+        else:
+            context.log.warning(f"{f.name}: champion v{champ[0]} expects {head.dim}-d vectors, the embedder gives {dim}: skipped")
+    return heads
+
+
 @record_asset(
     "models",
     "head_predictions",
@@ -54,15 +69,7 @@ def head_predictions(
     table = lake.lake()
     ontology, model = catalog.ontology(), embedder.embedder()
     registry.configure(mlflow_store.tracking_uri)  # read-only: champions
-    heads = {}
-    for f in [f for f in ontology.fields if f.values]:  # every closed attribute may have a head
-        champ = registry.champion(f.key)
-        if champ:
-            head = registry.load_head(champ[1])
-            if head.dim == model.dim:
-                heads[f.key] = (head, f"{registry.model_name(f.key)}@v{champ[0]}")
-            else:
-                context.log.warning(f"{f.name}: champion v{champ[0]} expects {head.dim}-d vectors, the embedder gives {model.dim}: skipped")
+    heads = champion_heads(context, ontology, model.dim)
     cache = load_tag_cache(table, model) if heads else None
     weights = cache.weights(catalog.vocabulary()) if cache else None
 
