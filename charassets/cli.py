@@ -143,9 +143,12 @@ def extract(tag_string: str | None, input_path: str | None, image_path: str | No
             sys.exit(1)
         return
     if tag_string is not None:
-        from charassets.domain.pipeline import extract_one
-
-        click.echo(json.dumps(extract_one(tag_string), indent=2, ensure_ascii=False))
+        # the same path as --input (one row through the graph, with the project's profiles and
+        # champion heads), so a string gets the answer it would get inside a file
+        with tempfile.TemporaryDirectory(prefix="charassets-tags-") as tmp:
+            one = Path(tmp) / "tags.jsonl"
+            one.write_text(json.dumps({"id": "1", "tags": tag_string}, ensure_ascii=False) + "\n", encoding="utf-8")
+            click.echo(json.dumps(json.loads(extract_file(one)[0]), indent=2, ensure_ascii=False))
         return
     rows = extract_file(Path(input_path))  # type: ignore[arg-type]
     text = "".join(line + "\n" for line in rows)
@@ -205,30 +208,96 @@ def models() -> None:
     """Attribute heads in MLflow."""
 
 
+COMPARE_COLUMNS = """columns:
+  macro-F1   the head on its held-out validation records (rule labels, the head's own evidence tags masked)
+  majority   baseline: always the most frequent class, on the same records
+  char-rule  baseline: the named character's majority value in training, on the same records
+  fills      yes: the head beats both baselines and at least one class reaches 90% precision; no: never fills
+  firing     classes that may fill (each above its own threshold, at >= 90% validation precision)
+  cover      share of validation records on which it would fill
+  decision   the champion gate's verdict for this version"""
+
+
 @models.command("compare")
 @click.argument("attribute", required=False)
 def compare(attribute: str | None) -> None:
-    """Versions of each head side by side: metrics, baselines, data seen, which is champion."""
+    """Versions of each head side by side: metrics, baselines, whether it fills, which is champion."""
     from charassets.definitions import resources_from_env
     from charassets.domain import model_registry as registry
     from charassets.domain.ontology import Ontology
 
+    try:
+        key = Ontology.load().field(attribute).key if attribute else None
+    except KeyError as e:
+        raise click.ClickException(str(e.args[0])) from None
     store = resources_from_env()["mlflow_store"]
-    registry.configure(store.tracking_uri, store.experiment, store.artifact_root)  # type: ignore[attr-defined]
-    key = Ontology.load().field(attribute).key if attribute else None
-    rows = registry.versions(key)
+    try:
+        registry.configure(store.tracking_uri, store.experiment, store.artifact_root)  # type: ignore[attr-defined]
+        rows = registry.versions(key)
+    except Exception as e:  # a store that cannot be reached or read: say so, without a traceback
+        raise click.ClickException(f"could not read the model registry at {store.tracking_uri}: {e}") from None  # type: ignore[attr-defined]
     if not rows:
         raise click.ClickException("no head versions yet: run `make demo` or materialize models/attribute_heads")
-    header = f"{'model':<32}{'ver':>4} {'champ':<6}{'macro-F1':>9}{'majority':>9}{'char-rule':>10}{'thresh':>7}{'cover':>7}  {'embedder':<18}{'parts':>6}  decision"
+    header = f"{'model':<32}{'ver':>4} {'champ':<6}{'macro-F1':>9}{'majority':>9}{'char-rule':>10}{'fills':>6}{'firing':>7}{'cover':>7}  {'embedder':<18}{'parts':>6}  decision"
     click.echo(header)
     for r in rows:
         m, t = r["metrics"], r["tags"]
+        fills = {"true": "yes", "false": "no"}.get(t.get("fills", ""), "-")
+        firing = f"{int(m['classes_firing'])}" if "classes_firing" in m else "-"
         click.echo(
             f"{r['model']:<32}{r['version']:>4} {'*' if r['champion'] else '':<6}{m.get('macro_f1', float('nan')):>9.4f}"
             f"{m.get('baseline_majority_macro_f1', float('nan')):>9.4f}{m.get('baseline_character_rule_macro_f1', float('nan')):>10.4f}"
-            f"{m.get('threshold', float('nan')):>7.3f}{m.get('coverage_at_threshold', float('nan')):>7.3f}  {t.get('embedder', ''):<18}"
+            f"{fills:>6}{firing:>7}{m.get('coverage_at_threshold', float('nan')):>7.3f}  {t.get('embedder', ''):<18}"
             f"{t.get('partitions', ''):>6}  {t.get('gate_decision', '')}"
         )
+    click.echo("\n" + COMPARE_COLUMNS)
+
+
+@main.command()
+@click.argument("gold", type=click.Path(exists=True, dir_okay=False))
+@click.argument("output", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="report as JSON (default: OUTPUT.eval.json)")
+@click.option(
+    "--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="reliability plot PNG (default: OUTPUT.reliability.png)"
+)
+def evaluate(gold: str, output: str, json_path: str | None, plot_path: str | None) -> None:
+    """Score an extraction output (JSONL from `extract`) against a GOLD file; see the README for the gold format."""
+    from charassets.domain import evaluation
+    from charassets.domain.ontology import Ontology
+
+    try:
+        report = evaluation.evaluate(evaluation.read_rows(gold), evaluation.read_rows(output), Ontology.load())
+    except (ValueError, KeyError) as e:
+        raise click.ClickException(f"could not read the files: {e}") from e
+    click.echo(evaluation.format_report(report))
+    json_path = json_path or str(Path(output).with_suffix(".eval.json"))
+    plot_path = plot_path or str(Path(output).with_suffix(".reliability.png"))
+    Path(json_path).write_text(json.dumps(report, indent=2))
+    evaluation.reliability_plot(report, plot_path)
+    click.echo(f"\nwrote {json_path} and {plot_path}", err=True)
+
+
+@main.command()
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True)
+@click.option(
+    "--characters",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="character_tag,core_tags CSV (default: $CHARASSETS_SHARED_DATA/characters/character_core_tags.csv)",
+)
+@click.option("--n-characters", type=int, default=300, show_default=True)
+@click.option("--posts", type=int, default=5, show_default=True, help="posts per character")
+@click.option("--seed", type=int, default=0)
+def devset(out_dir: str, characters: str | None, n_characters: int, posts: int, seed: int) -> None:
+    """Write a development set of real-style posts (posts.jsonl) and its gold (gold.jsonl)."""
+    from charassets.domain.devset import DevsetConfig, generate_devset
+    from charassets.domain.vocabulary import shared_data_dir
+
+    path = characters or shared_data_dir() / "characters" / "character_core_tags.csv"
+    if not Path(path).exists():
+        raise click.ClickException(f"no characters file at {path}: pass --characters or set CHARASSETS_SHARED_DATA")
+    posts_path, gold_path = generate_devset(out_dir, path, seed, DevsetConfig(characters=n_characters, posts_per_character=posts))
+    click.echo(f"{posts_path}\n{gold_path}")
 
 
 @main.command()

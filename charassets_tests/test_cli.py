@@ -111,7 +111,7 @@ def test_extract_file_fills_from_profiles_of_the_input_and_of_the_lake(tmp_path,
     Lake(str(tmp_path / "home" / "lake")).write_table(
         "marts",
         "character_profiles",
-        pl.DataFrame([("hatsune_miku", "eye_color", "aqua", 3, 3, 1.0)], schema=PROFILE_SCHEMA, orient="row"),
+        pl.DataFrame([("hatsune_miku", "eye_color", "aqua", 3, 3, 1.0, 0.99, 0.5)], schema=PROFILE_SCHEMA, orient="row"),
     )
     src = tmp_path / "in.jsonl"
     rows = [{"id": str(i), "tags": "1girl, hatsune miku, aqua hair, twintails"} for i in range(3)] + [

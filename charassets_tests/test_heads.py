@@ -14,7 +14,7 @@ from charassets.domain import model_registry as registry
 from charassets.domain.demo import generate
 from charassets.domain.embedders import HashingEmbedder, TransformersEmbedder, make_embedder
 from charassets.domain.features import TagVectorCache, pool
-from charassets.domain.heads import choose_threshold, masked_features, stable_split
+from charassets.domain.heads import NEVER, choose_class_thresholds, masked_features, stable_split
 
 WORDS = ["long", "short", "hair", "blue", "eyes", "red", "girl", "boy", "smile", "dress", "hat", "white", "black"]
 
@@ -110,15 +110,27 @@ def test_split_is_stable_and_stratified():
     assert (grown[:1000] == val).all()  # no record changes side as data grows
 
 
-def test_threshold_reaches_target_precision():
+def test_class_thresholds_reach_target_precision_or_never_fire():
     rng = np.random.default_rng(0)
     conf = rng.uniform(0.34, 1.0, 2000)
     y = rng.integers(0, 3, 2000)
     pred = np.where(rng.uniform(size=2000) < conf, y, (y + 1) % 3)  # right with probability = confidence
     proba = np.full((2000, 3), 0.0)
     proba[np.arange(2000), pred] = conf
-    t, precision, coverage = choose_threshold(proba, y, 0.9)
-    assert precision >= 0.9 and 0.05 < coverage < 0.6 and t > 0.8
+    thresholds, precisions = choose_class_thresholds(proba, y, 0.9)
+    for k, (t, p) in enumerate(zip(thresholds, precisions, strict=True)):
+        fired = (proba.argmax(1) == k) & (proba.max(1) >= t)
+        assert 0.8 < t < 1 and p >= 0.9 and (y[fired] == k).mean() >= 0.9
+    # a class that is never right enough, or too rare to measure, gets no threshold: it never fires
+    noise = rng.dirichlet([1, 1, 1], 2000)
+    thresholds, precisions = choose_class_thresholds(noise, rng.integers(0, 3, 2000), 0.9)
+    assert thresholds == [NEVER] * 3 and precisions == [0.0] * 3
+    rare = np.zeros((2000, 3))
+    rare[:, 0], rare[:5, 0], rare[:5, 2] = 1.0, 0.0, 1.0  # class 2: right 5 times out of 5, too few to trust
+    assert choose_class_thresholds(rare, np.where(np.arange(2000) < 5, 2, 0), 0.9)[0][2] == NEVER
+    # multi-label: the same rule per column
+    multi = choose_class_thresholds(rng.uniform(size=(500, 2)), (rng.uniform(size=(500, 2)) < 0.5).astype(float), 0.9)
+    assert multi[0] == [NEVER, NEVER]
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +173,8 @@ def test_heads_are_logged_registered_and_champions(trained):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert {"evaluation/recall_vs_support.png", "evaluation/confusion_normalized.png", "evaluation/report.json"} <= artifacts
     head = registry.load_head(rows[0]["run_id"])  # safetensors, no pickle
-    assert head.classes and 0 < head.threshold <= 1
+    assert head.classes and len(head.class_thresholds) == len(head.classes) and len(head.class_precision) == len(head.classes)
+    assert all(p >= 0.9 for t, p in zip(head.class_thresholds, head.class_precision, strict=True) if t < NEVER)
     model = mlflow.pyfunc.load_model(f"models:/{registry.model_name('hair_color')}@champion")
     out = model.predict(np.zeros((2, head.dim), dtype=np.float32))
     assert list(out.columns) == ["value", "confidence", "above_threshold"] and out["value"].iloc[0] in head.classes

@@ -6,6 +6,8 @@ import polars as pl
 import pytest
 
 from charassets.domain import tags as t
+from charassets.domain.tags import clean_tags
+from charassets_tests.conftest import shared_file
 
 
 def tokens(*values: str, record: str = "r1") -> pl.DataFrame:
@@ -129,3 +131,67 @@ def test_clean_chain_on_a_messy_prompt(danbooru_vocabulary):
     assert "masterpiece" not in a["tags"] and "weird_new_tag" in a["tags"]
     assert out.row(1, named=True)["tags"] == []  # every record comes out, even with nothing left
     assert stats.duplicates_dropped == 1 and stats.mojibake_repaired == 1 and stats.aliases_resolved >= 2
+
+
+# ---------------------------------------------------------------------------- the embedded vocabulary
+
+
+def test_bundled_vocabulary_is_not_stale(tmp_path):
+    """`make vocab` output equals what is bundled: the Danbooru rows, and the project's own rows."""
+    from charassets.domain.demo import embedded_vocabulary_rows
+    from charassets.domain.vocabulary import EMBEDDED_DANBOORU, EMBEDDED_VOCABULARY, bundled_rows, read_tagcomplete_csv
+
+    source = shared_file("vocab/danbooru_tags.csv")
+    assert pl.read_parquet(EMBEDDED_DANBOORU).equals(bundled_rows(source)), "run `make vocab`"
+    own = pl.DataFrame(embedded_vocabulary_rows(), schema=["tag", "category_code", "post_count", "aliases"], orient="row")
+    assert read_tagcomplete_csv(EMBEDDED_VOCABULARY).with_columns(pl.col("aliases").fill_null("")).equals(own), "run `make vocab`"
+
+
+def test_embedded_default_is_the_full_danbooru_list_plus_the_project_tags(embedded_vocabulary, ontology):
+    tags = set(embedded_vocabulary.tags.get_column("tag").to_list())
+    assert len(tags) > 140_000
+    assert set(ontology.rules.get_column("tag").to_list()) <= tags  # the ontology's own tags are always known
+    wanted = ["hoshino_ai", "fennec_(kemono_friends)", "blue_eyes"]
+    got = dict(embedded_vocabulary.tags.filter(pl.col("tag").is_in(wanted)).select("tag", "category").iter_rows())
+    assert got == {"hoshino_ai": "character", "fennec_(kemono_friends)": "character", "blue_eyes": "general"}
+
+
+@pytest.mark.parametrize(
+    "written, canonical",
+    [
+        ("1girls", "1girl"),
+        ("sole_female", "1girl"),
+        ("female_solo", "solo"),
+        ("green-eyes", "green_eyes"),  # hyphens for separators
+        ("Green Eyes", "green_eyes"),
+        ("shorthair", "short_hair"),  # run-together forms Danbooru lists as aliases
+        ("blondehair", "blonde_hair"),
+        ("t-shirt", "t-shirt"),  # a hyphenated tag stays
+        ("doublebun", "double_bun"),  # unambiguous in the vocabulary
+    ],
+)
+def test_real_spellings_resolve_to_canonical_tags(written, canonical, embedded_vocabulary):
+    records = pl.DataFrame({"record_id": ["r"], "tags_raw": [f"smile, {written}"]})
+    out, _ = clean_tags(records, {"tags": "tags_raw"}, ",", embedded_vocabulary)
+    assert canonical in out.get_column("tags")[0].to_list()
+    rewrites = out.get_column("rewrites")[0].to_list()
+    spelled = written.lower().replace(" ", "_")
+    assert (f"{spelled}={canonical}" in rewrites) == (spelled != canonical)  # every rewrite listed, nothing silent
+
+
+def test_ambiguous_run_together_forms_stay_unknown():
+    from charassets.domain.vocabulary import Vocabulary
+
+    raw = pl.DataFrame(
+        {
+            "tag": ["1girl", "ab_cd", "abc_d", "long_hair"],
+            "category_code": [0, 0, 0, 0],
+            "post_count": [9, 1, 1, 5],
+            "aliases": ["", "", "", ""],
+        }
+    )
+    vocabulary = Vocabulary.from_rows(raw)
+    records = pl.DataFrame({"record_id": ["r"], "tags_raw": ["1girl, abcd, longhair"]})
+    out, _ = clean_tags(records, {"tags": "tags_raw"}, ",", vocabulary)
+    assert out.get_column("unknown_tags")[0].to_list() == ["abcd"]  # two tags fit: neither is chosen
+    assert out.get_column("rewrites")[0].to_list() == ["longhair=long_hair"]  # one fits: resolved, and listed

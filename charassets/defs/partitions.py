@@ -24,9 +24,20 @@ def source_of(partition: str) -> str:
     return partition.rsplit("-", 2)[0]
 
 
-def for_each_partition(context: dg.AssetExecutionContext, work: Callable[[str], dict[str, Any]]) -> list[dict[str, Any]]:
-    """Run ``work`` for each partition of this run, logging progress; returns its stats per partition."""
+def for_each_partition(
+    context: dg.AssetExecutionContext, work: Callable[[str], dict[str, Any]], row_counts: dict[tuple[str, ...], str] | None = None
+) -> list[dict[str, Any]]:
+    """Run ``work`` for each partition of this run, logging progress; returns its stats per partition.
+
+    Each partition's materialization carries *its own* figures: ``dagster/row_count`` and
+    every numeric stat are attached as partition-scoped metadata (they override the run's
+    totals, so per-partition plots in the UI are not flat lines). ``row_counts`` maps each
+    asset key of a multi-asset to the stat holding its row count; a single asset uses
+    ``records``, ``rows`` or ``images``, whichever it reports.
+    """
     keys = context.partition_keys
+    assets = list(context.selected_asset_keys)
+    mapping = {dg.AssetKey(list(k)): v for k, v in row_counts.items()} if row_counts else ({assets[0]: None} if len(assets) == 1 else {})
     results = []
     started = time.perf_counter()
     for i, key in enumerate(keys, 1):
@@ -34,6 +45,14 @@ def for_each_partition(context: dg.AssetExecutionContext, work: Callable[[str], 
         stats = work(key)
         stats = {"partition": key, **stats, "seconds": round(time.perf_counter() - t0, 3)}
         results.append(stats)
+        for asset_key, stat in mapping.items():
+            stat = stat or next((k for k in ("records", "rows", "images") if k in stats), None)
+            if asset_key not in assets or stat not in stats:
+                continue
+            figures = (
+                {k: v for k, v in stats.items() if isinstance(v, int | float) and not isinstance(v, bool)} if len(mapping) == 1 else {}
+            )
+            context.add_asset_metadata({**figures, "dagster/row_count": int(stats[stat])}, asset_key=asset_key, partition_key=key)
         if len(keys) > 1:
             context.log.info(f"{context.op_def.name}: {i}/{len(keys)} partitions ({key}: {stats}) {time.perf_counter() - started:.1f}s")
     return results

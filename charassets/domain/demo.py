@@ -18,6 +18,7 @@ import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -245,17 +246,24 @@ def load_characters(path: str | Path | None = None) -> list[Character]:
     for tag, core in df.iter_rows():
         tags = [t.strip().replace(" ", "_") for t in str(core).split(",") if t.strip()]
         if tags and tags[0] in ("1girl", "1boy", "1other"):
-            series = tag.rsplit("_(", 1)[1].rstrip(")") if tag.endswith(")") and "_(" in tag else "original"
+            series = tag.rsplit("_(", 1)[1].rstrip(")") if tag.endswith(")") and "_(" in tag else ""
             out.append(Character(tag, series, tags[0], tuple(dict.fromkeys(tags[1:]))))
     return out
 
 
+@lru_cache(maxsize=4)
 def artist_names(n: int = 300, seed: int = 7) -> list[str]:
+    """Invented artist names; none is a real Danbooru tag (``niya`` is a character there, and would count as one)."""
+    from charassets.domain.vocabulary import EMBEDDED_DANBOORU
+
+    real = set(pl.read_parquet(EMBEDDED_DANBOORU, columns=["tag"]).get_column("tag").to_list()) if EMBEDDED_DANBOORU.exists() else set()
     rng = np.random.default_rng(seed)
-    names = set()
+    names: set[str] = set()
     while len(names) < n:
         parts = rng.choice(SYLLABLES, size=rng.integers(2, 5))
-        names.add("".join(parts) + ("_" + "".join(rng.choice(SYLLABLES, size=2)) if rng.random() < 0.5 else ""))
+        name = "".join(parts) + ("_" + "".join(rng.choice(SYLLABLES, size=2)) if rng.random() < 0.5 else "")
+        if name not in real:
+            names.add(name)
     return sorted(names)
 
 
@@ -290,7 +298,7 @@ class _RecordMaker:
         if self.rng.random() < 0.7:
             c = self.rng.choices(self.characters, cum_weights=self.char_cum)[0]
             kept = [t for t in c.look if self.rng.random() < 0.85]
-            return c.subject, [c.tag], [c.series], kept
+            return c.subject, [c.tag], [c.series] if c.series else [], kept
         subject, look = self._invented()
         return subject, [], [str(self.rng.choice(EXTRA_SERIES))] if self.rng.random() < 0.3 else [], look
 

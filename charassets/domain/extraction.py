@@ -64,7 +64,11 @@ def subject_counts(clean: pl.DataFrame, tokens: pl.DataFrame, ontology: Ontology
     )
     tag_count = pl.col("tag_count")
     count = (
-        pl.when(tag_count.is_not_null())
+        # "1girl, solo" beside two character tags is one person with a companion or a costume
+        # (``bloop_(gawr_gura)``): the explicit count wins, and the oddity is flagged below
+        pl.when(pl.col("solo") & (tag_count == 1))
+        .then(pl.lit(1))
+        .when(tag_count.is_not_null())
         .then(pl.max_horizontal(tag_count, pl.col("n_characters")))
         .when(pl.col("n_characters") >= 2)
         .then(pl.col("n_characters"))
@@ -200,8 +204,9 @@ def extract_attributes(clean: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
             .alias("conflict_flags")
         )
     )
+    rewrites = pl.col("rewrites") if "rewrites" in clean.columns else pl.lit([], dtype=pl.List(pl.String))
     df = (
-        clean.select("record_id", "character", "unknown_tags")
+        clean.select("record_id", "character", "unknown_tags", rewrites.alias("rewrites"))
         .join(subjects, on="record_id", how="left", maintain_order="left")
         .join(has_evidence, on="record_id", how="left", maintain_order="left")
         .join(conflicts, on="record_id", how="left", maintain_order="left")
@@ -238,6 +243,8 @@ def extract_attributes(clean: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
         pl.col("subject_flags").fill_null(pl.lit([], dtype=pl.List(pl.String))),
         pl.when(ok).then(pl.col("conflict_flags")).fill_null(pl.lit([], dtype=pl.List(pl.String))),
         pl.when(pl.col("unknown_tags").list.len() > 0).then(pl.lit(["unknown_tags"])).otherwise(pl.lit([], dtype=pl.List(pl.String))),
+        # nothing is changed silently: every alias or variant spelling rewritten is listed
+        pl.col("rewrites").fill_null(pl.lit([], dtype=pl.List(pl.String))).list.eval("respelled:" + pl.element()),
     )
     return df.select(
         "record_id",

@@ -29,9 +29,7 @@ class AttributeHeadModel(mlflow.pyfunc.PythonModel):
             )
         best = proba.argmax(1)
         conf = proba.max(1)
-        return pd.DataFrame(
-            {"value": [self.head.classes[i] for i in best], "confidence": conf, "above_threshold": conf >= self.head.threshold}
-        )
+        return pd.DataFrame({"value": [self.head.classes[i] for i in best], "confidence": conf, "above_threshold": self.head.fires(proba)})
 
 
 mlflow.models.set_model(AttributeHeadModel())

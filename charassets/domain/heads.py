@@ -24,6 +24,8 @@ from sklearn.metrics import classification_report, confusion_matrix, f1_score
 from torch import nn
 
 TARGET_PRECISION = 0.9
+MIN_CLASS_SUPPORT = 20  # validation predictions a class needs before its precision is trusted
+NEVER = 2.0  # a class threshold no probability reaches: the class never fires
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,8 @@ class TrainedHead:
     threshold: float = 0.0
     meta: dict = field(default_factory=dict)
     multilabel: bool = False
-    class_thresholds: list[float] = field(default_factory=list)  # multilabel: one per class
+    class_thresholds: list[float] = field(default_factory=list)  # one per class; NEVER: the class does not fire
+    class_precision: list[float] = field(default_factory=list)  # validation precision at each class's threshold
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities: softmax rows for single-label heads, independent sigmoids for multi-label ones."""
@@ -77,6 +80,19 @@ class TrainedHead:
     def predict_sets(self, proba: np.ndarray) -> np.ndarray:
         """Multi-label decisions: each class's probability against its own threshold."""
         return proba >= np.asarray(self.class_thresholds, dtype=np.float32)[None, :]
+
+    def fires(self, proba: np.ndarray) -> np.ndarray:
+        """Single-label decisions: the top class, where its probability clears that class's own threshold."""
+        top = proba.argmax(1)
+        return proba.max(1) >= np.asarray(self.class_thresholds, dtype=np.float32)[top]
+
+    def calibrated(self, classes: np.ndarray) -> np.ndarray:
+        """The validation precision of each given class index at its threshold: the confidence a filled value carries."""
+        return np.asarray(self.class_precision or [0.0] * len(self.classes), dtype=np.float32)[classes]
+
+    @property
+    def firing_classes(self) -> list[str]:
+        return [c for c, t in zip(self.classes, self.class_thresholds, strict=True) if t < NEVER]
 
     def save(self, directory: str | Path) -> Path:
         d = Path(directory)
@@ -93,6 +109,7 @@ class TrainedHead:
                     "meta": self.meta,
                     "multilabel": self.multilabel,
                     "class_thresholds": self.class_thresholds,
+                    "class_precision": self.class_precision,
                 },
                 indent=2,
             )
@@ -115,7 +132,8 @@ class TrainedHead:
             cfg["threshold"],
             cfg.get("meta", {}),
             cfg.get("multilabel", False),
-            cfg.get("class_thresholds", []),
+            cfg.get("class_thresholds") or [NEVER] * len(cfg["classes"]),  # heads saved before per-class thresholds never fire
+            cfg.get("class_precision", []),
         )
 
 
@@ -201,18 +219,37 @@ def multi_hot(label_sets: list[list[str]], classes: list[str]) -> np.ndarray:
     return y
 
 
-def choose_class_thresholds(proba: np.ndarray, y: np.ndarray, target_precision: float = TARGET_PRECISION) -> list[float]:
-    """Per class, the lowest probability at which predictions reach the target precision on validation data (else 0.5)."""
-    out = []
+def choose_class_thresholds(
+    proba: np.ndarray, y: np.ndarray, target_precision: float = TARGET_PRECISION, min_support: int = MIN_CLASS_SUPPORT
+) -> tuple[list[float], list[float]]:
+    """Per class: the lowest probability at which its predictions reach ``target_precision`` on validation data.
+
+    ``y`` is a multi-hot matrix (multi-label heads) or a vector of class indices
+    (single-label heads, where a class is predicted when it is the top class). A class
+    that never reaches the target with at least ``min_support`` predictions gets
+    ``NEVER``: an undefined threshold means the class does not fire. Returns the
+    thresholds and the precision each reaches (0.0 where it never fires).
+    """
+    multilabel = y.ndim == 2
+    thresholds, precisions = [], []
     for k in range(proba.shape[1]):
-        chosen = 0.5
-        for t in np.unique(np.round(proba[:, k], 3)):
-            keep = proba[:, k] >= t
-            if keep.sum() >= 3 and y[keep, k].mean() >= target_precision:
-                chosen = float(t)
-                break
-        out.append(chosen)
-    return out
+        if multilabel:
+            score, truth = proba[:, k], y[:, k] > 0
+        else:
+            picked = proba.argmax(1) == k
+            score, truth = proba[picked, k], y[picked] == k
+        chosen, precision = NEVER, 0.0
+        order = np.argsort(-score, kind="stable")
+        hits = np.cumsum(truth[order])
+        n = np.arange(1, len(order) + 1)
+        # scanning from the most confident down, keep the largest set that holds the target precision
+        ok = (n >= min_support) & (hits / n >= target_precision)
+        if ok.any():
+            last = int(np.nonzero(ok)[0].max())
+            chosen, precision = float(score[order][last]), float(hits[last] / n[last])
+        thresholds.append(chosen)
+        precisions.append(round(precision, 4))
+    return thresholds, precisions
 
 
 def evaluate_multilabel(classes: list[str], y_true: np.ndarray, y_pred: np.ndarray) -> dict:
@@ -230,26 +267,6 @@ def evaluate_multilabel(classes: list[str], y_true: np.ndarray, y_pred: np.ndarr
             c: np.round(cm / np.maximum(cm.sum(axis=1, keepdims=True), 1), 4).tolist() for c, cm in zip(classes, cms, strict=True)
         },
     }
-
-
-def choose_threshold(proba: np.ndarray, y_true: np.ndarray, target_precision: float = TARGET_PRECISION) -> tuple[float, float, float]:
-    """Lowest confidence at which accepted predictions reach ``target_precision`` on validation data.
-
-    Returns (threshold, precision, coverage); if no threshold reaches the target, the one
-    with the best precision (with at least 1% coverage).
-    """
-    conf, pred = proba.max(1), proba.argmax(1)
-    best = (1.0, 0.0, 0.0)
-    for t in np.unique(np.round(conf, 3)):
-        keep = conf >= t
-        if keep.mean() < 0.01:
-            continue
-        precision = float((pred[keep] == y_true[keep]).mean())
-        if precision >= target_precision:
-            return float(t), precision, float(keep.mean())
-        if precision > best[1]:
-            best = (float(t), precision, float(keep.mean()))
-    return best
 
 
 def evaluate(classes: list[str], y_true: np.ndarray, y_pred: np.ndarray) -> dict:

@@ -104,6 +104,14 @@ def champion(field_key: str) -> tuple[str, str] | None:
     return str(mv.version), mv.run_id
 
 
+def champion_tags(field_key: str) -> dict[str, str]:
+    """The current champion version's tags (empty when there is none)."""
+    try:
+        return dict(MlflowClient().get_model_version_by_alias(model_name(field_key), CHAMPION).tags)
+    except mlflow.exceptions.MlflowException:
+        return {}
+
+
 def load_head(run_id: str) -> TrainedHead:
     """The head of a run, from its safetensors files."""
     with tempfile.TemporaryDirectory() as tmp:

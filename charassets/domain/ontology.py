@@ -17,6 +17,8 @@ import yaml
 DEFAULT_ONTOLOGY = Path(__file__).resolve().parent.parent / "ontology" / "attributes.yaml"
 TIERS = {"strong": (2, 0.98), "values": (1, 0.90), "weak": (0, 0.60)}
 TAG_VALUE = "_tag_"
+# Every source that can decide a value, in order of trust; a field's ``fill`` lists the ones it allows.
+FILL_SOURCES = ("tags", "profile", "image", "head", "image_head")
 RULES_SCHEMA = {"tag": pl.String, "field": pl.String, "value": pl.String, "rank": pl.Int8, "confidence": pl.Float32}
 
 
@@ -31,6 +33,8 @@ class FieldSpec:
     values: tuple[str, ...] | None  # None: open-ended (values are tag names)
     max_unknown_rate: float | None = None
     several: Literal["conflict", "first", "ordinal"] = "conflict"
+    fill: tuple[str, ...] = FILL_SOURCES  # which sources may decide this field (see FILL_SOURCES)
+    families: dict[str, str] = field(default_factory=dict)  # finer value -> its family (``double bun`` -> ``bun``)
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,10 @@ class Ontology:
             open_ended = values == [TAG_VALUE]
             if TAG_VALUE in values and not open_ended:
                 raise ValueError(f"{name}: {TAG_VALUE} cannot be mixed with named values")
+            fill = tuple(spec.get("fill", FILL_SOURCES))
+            if "tags" not in fill or not set(fill) <= set(FILL_SOURCES):
+                raise ValueError(f"{name}: fill must include 'tags' and name only {FILL_SOURCES}, got {fill}")
+            families = {str(v): str(fam) for fam, members in (spec.get("families") or {}).items() for v in members}
             fields.append(
                 FieldSpec(
                     name=name,
@@ -87,6 +95,8 @@ class Ontology:
                     values=None if open_ended else tuple(values),
                     max_unknown_rate=spec.get("max_unknown_rate"),
                     several=spec.get("several", "conflict"),
+                    fill=tuple(s for s in FILL_SOURCES if s in fill),
+                    families=families,
                 )
             )
         keys = [f.key for f in fields]
@@ -105,7 +115,21 @@ class Ontology:
         return cls(fields=tuple(fields), rules=rules, patterns=tuple(patterns), subjects=subjects, source=str(path))
 
     def field(self, name_or_key: str) -> FieldSpec:
-        return next(f for f in self.fields if name_or_key in (f.name, f.key))
+        """A field by display name or key, in any case; ``KeyError`` naming the fields when none matches."""
+        wanted = name_or_key.strip().lower()
+        for f in self.fields:
+            if wanted in (f.name.lower(), f.key):
+                return f
+        raise KeyError(f"no attribute {name_or_key!r}; attributes are: {', '.join(f.name for f in self.fields)}")
+
+    @property
+    def families(self) -> dict[str, dict[str, str]]:
+        """``field key -> {finer value: family}`` where the ontology declares families."""
+        return {f.key: f.families for f in self.fields if f.families}
+
+    def allows(self, key: str, source: str) -> bool:
+        """Whether ``source`` may decide field ``key`` (its fill policy)."""
+        return source in self.field(key).fill
 
     def rules_for(self, tags: pl.Series) -> pl.DataFrame:
         """Rules matching the given tags: exact ones, plus patterns where no exact rule exists.

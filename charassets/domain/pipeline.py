@@ -34,79 +34,155 @@ def label_stage(clean: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
     return clean.select(*KEY_COLUMNS).join(labels, on="record_id", how="left", maintain_order="left")
 
 
-def fill_gaps(labels: pl.DataFrame, ontology: Ontology, profiles: pl.DataFrame | None, predictions: pl.DataFrame | None) -> pl.DataFrame:
-    """Fill attributes the tags say nothing about, in order of trust: character profile, then head.
+HEAD_FILE_MIN_SUPPORT = 20  # records with tag evidence a head class needs in this partition to be verified
+HEAD_FILE_PRECISION = 0.9
 
-    Only a field with no tag evidence at all is filled (a tag conflict stays ``unknown``).
-    A record whose tags contradict its character's profile is flagged
-    ``contradicts_profile:<key>=<profile value>`` (likely label noise, or an alternate look).
+
+def _value(value: pl.Expr, confidence: pl.Expr, evidence: pl.Expr, source: str) -> pl.Expr:
+    """The attribute struct ``{value, confidence, evidence, source}``."""
+    return pl.struct(
+        value.alias("value"),
+        confidence.cast(pl.Float32).round(4).alias("confidence"),
+        evidence.alias("evidence"),
+        pl.lit(source).alias("source"),
+    )
+
+
+def _conflict_candidates(df: pl.DataFrame, f, ontology: Ontology) -> pl.DataFrame:
+    """``record_id, _cands``: the values a record's evidence tags name for a field it could not decide (conflict or several)."""
+    flagged = df.filter(pl.col("flags").list.contains(f"conflict:{f.key}") | pl.col("flags").list.contains(f"several:{f.key}"))
+    long = flagged.select("record_id", pl.col(f.key).struct.field("evidence").alias("tag")).explode("tag").drop_nulls("tag")
+    if long.height == 0:
+        return pl.DataFrame(schema={"record_id": pl.String, "_cands": pl.List(pl.String)})
+    rules = ontology.rules_for(long.get_column("tag")).filter((pl.col("field") == f.name) & (pl.col("rank") >= 1))
+    return long.join(rules.select("tag", "value"), on="tag").group_by("record_id").agg(pl.col("value").unique().alias("_cands"))
+
+
+def verified_head_classes(labels: pl.DataFrame, predictions: pl.DataFrame, key: str) -> list[str]:
+    """Head classes that hold their precision on *this* data: checked against the records whose tags state the field.
+
+    Head predictions are made with each record's own evidence tags masked out, so on
+    records with tag evidence they are an honest test of the head on data like the
+    records it would fill. A class fills only where, among this partition's tag-labelled
+    records, its confident predictions were right at least ``HEAD_FILE_PRECISION`` of
+    the time over at least ``HEAD_FILE_MIN_SUPPORT`` of them: a head trained on other
+    data (the demo's, say) does not fill a file it does not fit.
     """
-    from charassets.domain.profiles import profile_fields, usable
+    v = pl.col(key).struct
+    joined = (
+        labels.filter((pl.col("status") == "ok") & (v.field("source") == "tags"))
+        .select("record_id", v.field("value").alias("truth"))
+        .join(
+            predictions.select(
+                "record_id", pl.col(key).struct.field("value").alias("pred"), pl.col(key).struct.field("above_threshold").alias("above")
+            ),
+            on="record_id",
+        )
+    )
+    stats = (
+        joined.filter(pl.col("above").fill_null(False))
+        .group_by("pred")
+        .agg(pl.len().alias("n"), (pl.col("pred") == pl.col("truth")).mean().alias("precision"))
+        .filter((pl.col("n") >= HEAD_FILE_MIN_SUPPORT) & (pl.col("precision") >= HEAD_FILE_PRECISION))
+    )
+    return stats.get_column("pred").to_list()
+
+
+def fill_gaps(labels: pl.DataFrame, ontology: Ontology, profiles: pl.DataFrame | None, predictions: pl.DataFrame | None) -> pl.DataFrame:
+    """Decide what the tags left open, in order of trust, within each field's ``fill`` policy.
+
+    Per single-valued field:
+    1. tags: the tag value stands;
+    2. identity: where the tags conflict (``short hair`` + ``long hair``) or name several
+       values, and the character's profile supports one of them, that one is taken
+       (source ``tags``, evidence the tags plus ``profile:<character>``, flag
+       ``conflict_resolved:<key>`` instead of ``conflict:``/``several:``); no support, no change;
+    3. profile: a field with no tag evidence takes the character's profile value when its
+       confidence clears the field's fill threshold (both chosen on data, see ``profiles``);
+    4. head: else a champion head's value, where its class clears its own threshold and
+       holds its precision on this partition's tag-labelled records (``verified_head_classes``).
+    Multi-valued fields with ``profile`` in their policy take the profile's values when the
+    tags give none. A record whose tags contradict a confident profile is flagged
+    ``contradicts_profile:<key>=<profile value>``.
+    """
+    from charassets.domain.profiles import usable
 
     ok = pl.col("status") == "ok"
     df = labels.with_columns(pl.when(pl.col("characters").list.len() == 1).then(pl.col("characters").list.first()).alias("_character"))
     prof = usable(profiles) if profiles is not None and profiles.height else None
-    for f in profile_fields(ontology):
+    for f in [f for f in ontology.fields if f.values]:
         cur = pl.col(f.key)
-        no_evidence = ok & (cur.struct.field("value") == "unknown") & (cur.struct.field("evidence").list.len() == 0)
-        candidates = []
-        if prof is not None:
+        value, evidence = cur.struct.field("value"), cur.struct.field("evidence")
+        use_profile = prof is not None and "profile" in f.fill
+        use_head = predictions is not None and "head" in f.fill and f.key in predictions.columns
+        if f.cardinality == "multi":
+            if not use_profile:
+                continue
+            p = (
+                prof.filter(pl.col("field") == f.key)
+                .group_by("character")
+                .agg(pl.col("value").sort().alias("_pv"), pl.col("confidence").min().alias("_pc"))
+            )
+            df = df.join(p.rename({"character": "_character"}), on="_character", how="left", maintain_order="left")
+            empty = ok & (value.list.len() == 0) & (evidence.list.len() == 0) & pl.col("_pv").is_not_null()
+            filled = _value(pl.col("_pv"), pl.col("_pc"), pl.concat_list(pl.lit("profile:") + pl.col("_character")), "profile")
+            df = df.with_columns(pl.when(empty).then(filled).otherwise(cur).alias(f.key)).drop("_pv", "_pc")
+            continue
+        no_evidence = ok & (value == UNKNOWN) & (evidence.list.len() == 0)
+        candidates: list[tuple[pl.Expr, pl.Expr]] = []
+        if use_profile:
             p = prof.filter(pl.col("field") == f.key).select(
-                pl.col("character").alias("_character"),
-                pl.col("value").alias("_pv"),
-                pl.col("support").alias("_ps"),
-                pl.col("agreement").alias("_pa"),
+                pl.col("character").alias("_character"), pl.col("value").alias("_pv"), pl.col("confidence").alias("_pc")
             )
             df = df.join(p, on="_character", how="left", maintain_order="left")
-            profile_value = pl.struct(
-                pl.col("_pv").alias("value"),
-                (pl.col("_pa") * pl.col("_ps") / (pl.col("_ps") + 1)).cast(pl.Float32).round(4).alias("confidence"),
-                pl.concat_list(pl.lit("profile:") + pl.col("_character")).alias("evidence"),
-                pl.lit("profile").alias("source"),
+            df = df.join(_conflict_candidates(df, f, ontology), on="record_id", how="left", maintain_order="left")
+            resolved = ok & pl.col("_pv").is_not_null() & pl.col("_cands").list.contains(pl.col("_pv")).fill_null(False)
+            df = df.with_columns(
+                pl.when(resolved)
+                .then(
+                    pl.concat_list(
+                        pl.col("flags").list.eval(pl.element().filter(~pl.element().is_in([f"conflict:{f.key}", f"several:{f.key}"]))),
+                        pl.lit([f"conflict_resolved:{f.key}"]),
+                    )
+                )
+                .otherwise(pl.col("flags"))
+                .alias("flags"),
+                pl.when(resolved)
+                .then(_value(pl.col("_pv"), pl.col("_pc"), pl.concat_list(evidence, pl.lit("profile:") + pl.col("_character")), "tags"))
+                .otherwise(cur)
+                .alias(f.key),
             )
-            candidates.append((no_evidence & pl.col("_pv").is_not_null(), profile_value))
-            contradiction = (
-                ok & (cur.struct.field("value") != "unknown") & pl.col("_pv").is_not_null() & (cur.struct.field("value") != pl.col("_pv"))
+            candidates.append(
+                (
+                    no_evidence & pl.col("_pv").is_not_null(),
+                    _value(pl.col("_pv"), pl.col("_pc"), pl.concat_list(pl.lit("profile:") + pl.col("_character")), "profile"),
+                )
             )
+            contradiction = ok & (value != UNKNOWN) & pl.col("_pv").is_not_null() & (value != pl.col("_pv"))
             df = df.with_columns(
                 pl.when(contradiction)
                 .then(pl.concat_list(pl.col("flags"), pl.concat_list(pl.lit(f"contradicts_profile:{f.key}=") + pl.col("_pv"))))
                 .otherwise(pl.col("flags"))
                 .alias("flags")
             )
-        if predictions is not None and f.key in predictions.columns:
+        if use_head:
+            allowed = verified_head_classes(labels, predictions, f.key)
             h = predictions.select("record_id", pl.col(f.key).alias("_h"))
             df = df.join(h, on="record_id", how="left", maintain_order="left")
-            head_value = pl.struct(
-                pl.col("_h").struct.field("value").alias("value"),
-                pl.col("_h").struct.field("confidence").cast(pl.Float32).alias("confidence"),
-                pl.concat_list(pl.lit("head:") + pl.col("_h").struct.field("model")).alias("evidence"),
-                pl.lit("head").alias("source"),
+            hv = pl.col("_h").struct
+            fires = hv.field("above_threshold").fill_null(False) & hv.field("value").is_in(allowed)
+            candidates.append(
+                (
+                    no_evidence & fires,
+                    _value(hv.field("value"), hv.field("confidence"), pl.concat_list(pl.lit("head:") + hv.field("model")), "head"),
+                )
             )
-            candidates.append((no_evidence & pl.col("_h").struct.field("above_threshold").fill_null(False), head_value))
         if candidates:
             expr = pl.when(candidates[0][0]).then(candidates[0][1])
             for cond, val in candidates[1:]:
                 expr = expr.when(cond).then(val)
             df = df.with_columns(expr.otherwise(cur).alias(f.key))
-        df = df.drop([c for c in ("_pv", "_ps", "_pa", "_h") if c in df.columns])
-    # list attributes: a confident multi-label head fills a list the tags left empty
-    for f in [f for f in ontology.fields if f.cardinality == "multi" and f.values]:
-        if predictions is None or f.key not in predictions.columns:
-            continue
-        cur = pl.col(f.key)
-        empty = ok & (cur.struct.field("value").list.len() == 0) & (cur.struct.field("evidence").list.len() == 0)
-        df = df.join(predictions.select("record_id", pl.col(f.key).alias("_h")), on="record_id", how="left", maintain_order="left")
-        head_value = pl.struct(
-            pl.col("_h").struct.field("value").alias("value"),
-            pl.col("_h").struct.field("confidence").cast(pl.Float32).alias("confidence"),
-            pl.concat_list(pl.lit("head:") + pl.col("_h").struct.field("model")).alias("evidence"),
-            pl.lit("head").alias("source"),
-        )
-        df = df.with_columns(
-            pl.when(empty & pl.col("_h").struct.field("above_threshold").fill_null(False)).then(head_value).otherwise(cur).alias(f.key)
-        )
-        df = df.drop("_h")
+        df = df.drop([c for c in ("_pv", "_pc", "_cands", "_h") if c in df.columns])
     return df.drop("_character")
 
 
@@ -175,11 +251,19 @@ def apply_images(
             guessed = {k: v for k, v in current.items() if v and v["source"] == "head"}
             merged, extra = reconcile({**current, **{k: _empty_attribute(spec[k]) for k in guessed}}, image)
             merged.update({k: v for k, v in guessed.items() if merged[k]["value"] in (UNKNOWN, [])})
+            # the fill policy: an image reading decides only fields that allow it
+            merged.update(
+                {
+                    k: current.get(k) or _empty_attribute(spec[k])
+                    for k, v in merged.items()
+                    if v and v.get("source") == "image" and "image" not in spec[k].fill
+                }
+            )
             flags += [f for f in extra if rid not in no_tags]
             for f in ontology.fields:
                 v, head = merged[f.key], heads.get(rid, {}).get(f.key)
                 unknown = v["value"] in (UNKNOWN, []) and not v["evidence"]
-                if unknown and head and head["above_threshold"]:
+                if unknown and head and head["above_threshold"] and "image_head" in f.fill:
                     merged[f.key] = {
                         "value": head["value"],
                         "confidence": head["confidence"],

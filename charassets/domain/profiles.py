@@ -1,17 +1,35 @@
 """Character profiles: each named character's usual look, from its single-character records.
 
-A profile row is (character, field, value, support, agreement): the majority value of a
-single-valued field over the character's ``ok`` records that state it, how many records
-say so, and what share of them agree. Counts are summed partition by partition, so
-memory grows with the number of characters, not records.
+A profile row is (character, field, value, support, records, agreement, confidence,
+fill_threshold):
+- single-valued fields: the majority value over the character's ``ok`` records that state
+  the field; ``support`` records say so, out of ``records``;
+- multi-valued fields (those whose ``fill`` policy allows ``profile``, e.g. Hair Style):
+  one row per value present in at least half of the records that state the field.
+
+``confidence`` is a posterior, not a hard cut at N records:
+- single-valued: each post is taken to state its character's true value with probability
+  ``q`` and any other of the field's K values otherwise; ``q`` is estimated per field from
+  how often two posts of one character agree. The posterior of the majority value then
+  grows with every agreeing post and shrinks with every disagreeing one: one post
+  gives about q, two agreeing posts already far more;
+- multi-valued: the Beta(1, 1) posterior mean of the share of posts showing the value.
+
+``fill_threshold`` (per field) is chosen on the data by leave-one-out: each record that
+states the field is predicted from its character's *other* records, and the threshold
+is the lowest confidence at which those predictions are right at least
+``TARGET_PRECISION`` of the time. Counts are summed partition by partition, so memory
+grows with the number of characters, not records.
 """
 
 from __future__ import annotations
 
+import math
+
 import polars as pl
 
 from charassets.domain.extraction import UNKNOWN
-from charassets.domain.ontology import Ontology
+from charassets.domain.ontology import FieldSpec, Ontology
 
 COUNT_SCHEMA = {"character": pl.String, "field": pl.String, "value": pl.String, "n": pl.Int64}
 PROFILE_SCHEMA = {
@@ -21,28 +39,47 @@ PROFILE_SCHEMA = {
     "support": pl.Int64,
     "records": pl.Int64,
     "agreement": pl.Float64,
+    "confidence": pl.Float64,
+    "fill_threshold": pl.Float64,
 }
-MIN_SUPPORT = 3
-MIN_AGREEMENT = 0.6
+OTHER = "__other__"
+STATED = "__stated__"  # multi-valued fields: how many records state the field at all
+TARGET_PRECISION = 0.9
+DEFAULT_Q = 0.9  # per-post reliability when the data cannot tell (no character with two posts)
+MIN_PAIRS = 20  # agreeing/disagreeing post pairs needed to estimate q from the data
+THRESHOLD_GRID = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99)
 
 
-def profile_fields(ontology: Ontology) -> list:
-    return [f for f in ontology.fields if f.cardinality == "single" and f.values]
+def profile_fields(ontology: Ontology) -> list[FieldSpec]:
+    """Single-valued closed fields whose policy allows profiles."""
+    return [f for f in ontology.fields if f.cardinality == "single" and f.values and "profile" in f.fill]
+
+
+def multi_profile_fields(ontology: Ontology) -> list[FieldSpec]:
+    return [f for f in ontology.fields if f.cardinality == "multi" and f.values and "profile" in f.fill]
 
 
 def value_counts(labels: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
-    """(character, field, value, n) over records showing exactly one named character."""
+    """(character, field, value, n) over records showing exactly one named character; taken from tag evidence only."""
     single = labels.filter((pl.col("status") == "ok") & (pl.col("characters").list.len() == 1)).with_columns(
         pl.col("characters").list.first().alias("character")
     )
-    parts = [
-        single.select("character", pl.lit(f.key).alias("field"), pl.col(f.key).struct.field("value").alias("value"))
-        .filter(pl.col("value") != UNKNOWN)
-        .group_by("character", "field", "value")
-        .agg(pl.len().cast(pl.Int64).alias("n"))
-        for f in profile_fields(ontology)
-    ]
-    return pl.concat(parts) if parts else pl.DataFrame(schema=COUNT_SCHEMA)
+    parts = []
+    for f in profile_fields(ontology):
+        v = pl.col(f.key).struct
+        parts.append(
+            single.filter(v.field("source") == "tags")
+            .select("character", pl.lit(f.key).alias("field"), v.field("value").alias("value"))
+            .filter(pl.col("value") != UNKNOWN)
+        )
+    for f in multi_profile_fields(ontology):
+        stated = single.filter((pl.col(f.key).struct.field("source") == "tags") & (pl.col(f.key).struct.field("value").list.len() > 0))
+        values = stated.select("character", pl.col(f.key).struct.field("value").alias("value")).explode("value")
+        parts.append(values.select("character", pl.lit(f.key).alias("field"), "value"))
+        parts.append(stated.select("character", pl.lit(f.key).alias("field"), pl.lit(STATED).alias("value")))
+    if not parts:
+        return pl.DataFrame(schema=COUNT_SCHEMA)
+    return pl.concat(parts).group_by("character", "field", "value").agg(pl.len().cast(pl.Int64).alias("n")).cast(COUNT_SCHEMA)
 
 
 def merge_counts(a: pl.DataFrame | None, b: pl.DataFrame) -> pl.DataFrame:
@@ -50,34 +87,126 @@ def merge_counts(a: pl.DataFrame | None, b: pl.DataFrame) -> pl.DataFrame:
     return both.group_by("character", "field", "value").agg(pl.col("n").sum())
 
 
-OTHER = "__other__"
-
-
 def profiles_as_counts(profiles: pl.DataFrame) -> pl.DataFrame:
     """Existing profiles back to counts (the majority value, and the rest as one 'other' bucket), to merge with new data."""
+    single = profiles.filter(~pl.col("field").is_in(profiles.filter(pl.col("value") == STATED).get_column("field").unique().implode()))
     return pl.concat(
         [
             profiles.select("character", "field", "value", pl.col("support").alias("n")),
-            profiles.filter(pl.col("records") > pl.col("support")).select(
+            single.filter(pl.col("records") > pl.col("support")).select(
                 "character", "field", pl.lit(OTHER).alias("value"), (pl.col("records") - pl.col("support")).alias("n")
             ),
         ]
     ).cast(COUNT_SCHEMA)
 
 
-def build_profiles(counts: pl.DataFrame) -> pl.DataFrame:
-    """Majority value per (character, field) with its support and agreement (ties: alphabetical, deterministic)."""
-    if counts.height == 0:
-        return pl.DataFrame(schema=PROFILE_SCHEMA)
+# ---------------------------------------------------------------------------- the posterior
+
+
+def estimate_q(counts: pl.DataFrame, k: int) -> float:
+    """Per-post reliability from how often two posts of one character agree: p = q^2 + (1-q)^2/(K-1), solved for q."""
+    per = counts.group_by("character").agg((pl.col("n") * (pl.col("n") - 1)).sum().alias("agree"), pl.col("n").sum().alias("total"))
+    pairs = per.select((pl.col("total") * (pl.col("total") - 1)).sum()).item() or 0
+    if pairs < MIN_PAIRS:
+        return DEFAULT_Q
+    p = per.get_column("agree").sum() / pairs
+    k = max(k, 2)
+    # q^2 + (1-q)^2/(k-1) = p  ->  k q^2 - 2q + 1 - (k-1) p = 0
+    disc = max(4 - 4 * k * (1 - (k - 1) * p), 0.0)
+    q = (2 + math.sqrt(disc)) / (2 * k)
+    return min(max(q, 1.0 / k + 1e-3), 0.995)
+
+
+def posterior(counts: list[int], k: int, q: float) -> list[float]:
+    """P(each listed value is the true one | counts), with the field's unseen values sharing the rest."""
+    k = max(k, len(counts), 2)
+    step = math.log(q * (k - 1) / (1 - q))
+    top = max(counts)
+    weights = [math.exp((n - top) * step) for n in counts]
+    z = sum(weights) + (k - len(counts)) * math.exp(-top * step)
+    return [w / z for w in weights]
+
+
+def _choose_threshold(scored: list[tuple[float, bool, int]]) -> float:
+    """Lowest grid confidence at which leave-one-out predictions are right TARGET_PRECISION of the time (weighted)."""
+    for t in THRESHOLD_GRID:
+        kept = [(ok, w) for c, ok, w in scored if c >= t]
+        total = sum(w for _, w in kept)
+        if total and sum(w for ok, w in kept if ok) / total >= TARGET_PRECISION:
+            return t
+    return 1.01  # never reaches the target: profiles do not fill this field
+
+
+def _single_profiles(counts: pl.DataFrame, spec: FieldSpec) -> pl.DataFrame:
+    k = len(spec.values or ())
+    q = estimate_q(counts.filter(pl.col("value") != OTHER), k)
+    groups = (
+        counts.sort("character", "n", "value", descending=[False, True, False]).group_by("character", maintain_order=True).agg("value", "n")
+    )
+    rows, scored = [], []
+    for character, values, ns in groups.iter_rows():
+        post = posterior(ns, k, q)
+        total = sum(ns)
+        if values[0] != OTHER:
+            rows.append((character, spec.key, values[0], ns[0], total, round(ns[0] / total, 4), round(post[0], 4)))
+        for i, (v, n) in enumerate(zip(values, ns, strict=True)):  # leave one record of value v out
+            if v == OTHER:
+                continue
+            loo = list(ns)
+            loo[i] -= 1
+            if sum(loo) == 0:
+                continue
+            best = max(range(len(loo)), key=lambda j: (loo[j], -j))  # ties: the listed (alphabetical) order
+            if values[best] == OTHER:
+                continue
+            scored.append((posterior(loo, k, q)[best], values[best] == v, n))
+    threshold = _choose_threshold(scored)
+    return pl.DataFrame(rows, schema=list(PROFILE_SCHEMA)[:-1], orient="row").with_columns(pl.lit(threshold).alias("fill_threshold"))
+
+
+def _multi_profiles(counts: pl.DataFrame, spec: FieldSpec) -> pl.DataFrame:
+    stated = counts.filter(pl.col("value") == STATED).select("character", pl.col("n").alias("records"))
+    values = counts.filter(pl.col("value") != STATED).join(stated, on="character", how="inner")
+    # leave-one-out: a record showing v, predicted from the others (v kept if still in half of them);
+    # a record stating the field without v, predicted to show v if v is in half of the others
+    loo = values.with_columns(
+        ((pl.col("n") - 1) * 2 >= (pl.col("records") - 1)).alias("hit_kept"),
+        (pl.col("n") * 2 >= (pl.col("records") - 1)).alias("miss_kept"),
+        (pl.col("n") / (pl.col("records") + 1)).alias("hit_conf"),  # Beta(1,1) mean with one record fewer
+        ((pl.col("n") + 1) / (pl.col("records") + 1)).alias("miss_conf"),
+    ).filter(pl.col("records") > 1)
+    scored = [(c, True, n) for c, n in loo.filter("hit_kept").select("hit_conf", "n").iter_rows()]
+    scored += [(c, False, m) for c, m in loo.filter("miss_kept").select("miss_conf", pl.col("records") - pl.col("n")).iter_rows() if m > 0]
+    threshold = _choose_threshold(scored)
     return (
-        counts.sort(["character", "field", "n", "value"], descending=[False, False, True, False])
-        .group_by("character", "field", maintain_order=True)
-        .agg(pl.col("value").first(), pl.col("n").first().alias("support"), pl.col("n").sum().alias("records"))
-        .with_columns((pl.col("support") / pl.col("records")).round(4).alias("agreement"))
-        .select(list(PROFILE_SCHEMA))
+        values.filter(pl.col("n") * 2 >= pl.col("records"))
+        .select(
+            "character",
+            pl.lit(spec.key).alias("field"),
+            "value",
+            pl.col("n").alias("support"),
+            "records",
+            (pl.col("n") / pl.col("records")).round(4).alias("agreement"),
+            ((pl.col("n") + 1) / (pl.col("records") + 2)).round(4).alias("confidence"),
+        )
+        .with_columns(pl.lit(threshold).alias("fill_threshold"))
     )
 
 
-def usable(profiles: pl.DataFrame, min_support: int = MIN_SUPPORT, min_agreement: float = MIN_AGREEMENT) -> pl.DataFrame:
-    """Profiles trustworthy enough to fill a gap or flag a contradiction."""
-    return profiles.filter((pl.col("support") >= min_support) & (pl.col("agreement") >= min_agreement) & (pl.col("value") != OTHER))
+def build_profiles(counts: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
+    """Profile rows for every (character, field) with counts, with their confidence and the field's fill threshold."""
+    parts = [pl.DataFrame(schema=PROFILE_SCHEMA)]
+    for spec in profile_fields(ontology):
+        part = counts.filter(pl.col("field") == spec.key)
+        if part.height:
+            parts.append(_single_profiles(part, spec).cast(PROFILE_SCHEMA))
+    for spec in multi_profile_fields(ontology):
+        part = counts.filter(pl.col("field") == spec.key)
+        if part.height:
+            parts.append(_multi_profiles(part, spec).cast(PROFILE_SCHEMA))
+    return pl.concat(parts).sort("character", "field", "value")
+
+
+def usable(profiles: pl.DataFrame) -> pl.DataFrame:
+    """Profile rows confident enough to fill a gap, resolve a conflict or flag a contradiction."""
+    return profiles.filter((pl.col("confidence") >= pl.col("fill_threshold")) & (pl.col("value") != OTHER))

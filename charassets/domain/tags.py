@@ -25,7 +25,7 @@ PROMPT_TAGS_FILE = Path(__file__).resolve().parent.parent / "ontology" / "prompt
 
 # Danbooru sources keep categories in separate columns; ordered strings keep them in one.
 CATEGORY_COLUMNS = ("character", "copyright", "artist", "general", "meta")
-LIST_COLUMNS = ("tags", *CATEGORY_COLUMNS, "unknown_tags", "prompt_tags")
+LIST_COLUMNS = ("tags", *CATEGORY_COLUMNS, "unknown_tags", "prompt_tags", "rewrites")
 
 TOKENS_SCHEMA = {"record_id": pl.String, "pos": pl.UInt32, "token": pl.String, "given_category": pl.String}
 
@@ -43,6 +43,7 @@ class CleaningStats:
     empty_dropped: int = 0
     duplicates_dropped: int = 0
     aliases_resolved: int = 0
+    variants_resolved: int = 0
     unknown_tags: int = 0
     prompt_tags: int = 0
 
@@ -162,10 +163,41 @@ def drop_empty_and_duplicates(tokens: pl.DataFrame) -> tuple[pl.DataFrame, int, 
 
 
 def resolve_aliases(tokens: pl.DataFrame, vocabulary: Vocabulary) -> tuple[pl.DataFrame, int]:
-    """Rewrite alias spellings (``gray_hair``, ``blond_hair``) to canonical tag names."""
+    """Rewrite alias spellings (``gray_hair``, ``blond_hair``, ``1girls``) to canonical tag names."""
     joined = tokens.join(vocabulary.aliases, left_on="token", right_on="alias", how="left")
     changed = int(joined.get_column("tag").is_not_null().sum())
     return joined.with_columns(pl.coalesce("tag", "token").alias("token")).drop("tag"), changed
+
+
+def resolve_variants(tokens: pl.DataFrame, vocabulary: Vocabulary) -> tuple[pl.DataFrame, int]:
+    """Spellings the vocabulary does not list, resolved only when exactly one tag fits.
+
+    - hyphens for separators (``green-eyes`` -> ``green_eyes``), where the hyphen form is
+      not itself a tag (``t-shirt`` stays);
+    - run-together forms (``silverhair`` -> ``silver_hair``) through
+      :attr:`Vocabulary.compact_index`, which holds only unambiguous compact forms.
+    Anything else stays as written (and is flagged unknown later).
+    """
+    known = pl.concat([vocabulary.tags.select("tag"), vocabulary.aliases.select(pl.col("alias").alias("tag"))])
+    distinct = tokens.select(pl.col("token").unique()).join(known, left_on="token", right_on="tag", how="anti")
+    if distinct.height == 0:
+        return tokens, 0
+    canonical = pl.concat(
+        [vocabulary.tags.select("tag", pl.col("tag").alias("target")), vocabulary.aliases.rename({"alias": "tag", "tag": "target"})]
+    )
+    mapping = (
+        distinct.with_columns(
+            pl.col("token").str.replace_all("-", "_").alias("hyphen"), pl.col("token").str.replace_all(r"[_\-]", "").alias("compact")
+        )
+        .join(canonical.rename({"tag": "hyphen", "target": "by_hyphen"}), on="hyphen", how="left")
+        .join(vocabulary.compact_index.rename({"tag": "by_compact"}), on="compact", how="left")
+        .select("token", pl.coalesce("by_hyphen", "by_compact").alias("resolved"))
+        .filter(pl.col("resolved").is_not_null() & (pl.col("resolved") != pl.col("token")))
+    )
+    if mapping.height == 0:
+        return tokens, 0
+    out = tokens.join(mapping, on="token", how="left").with_columns(pl.coalesce("resolved", "token").alias("token"))
+    return out.drop("resolved"), int(out.get_column("resolved").is_not_null().sum())
 
 
 def classify(tokens: pl.DataFrame, vocabulary: Vocabulary) -> pl.DataFrame:
@@ -198,15 +230,17 @@ def clean_tags(
 
     Output columns: ``record_id``; ``tags`` (every canonical tag, in source order, prompt
     tokens excluded); one list per category; ``unknown_tags`` (not in the vocabulary,
-    kept and flagged); ``prompt_tags`` (quality/rating tokens, kept out of evidence).
+    kept and flagged); ``prompt_tags`` (quality/rating tokens, kept out of evidence);
+    ``rewrites`` (``written=canonical`` for every alias or variant spelling rewritten).
     Every input record yields exactly one output row, even when no tag survives.
     """
     tokens = split_tokens(records, columns, separator)
     tokens_in = tokens.height
     tokens, repaired = repair_mojibake(tokens)
     tokens, weighted = strip_prompt_weights(tokens)
-    tokens = normalize_spelling(tokens)
+    tokens = normalize_spelling(tokens).with_columns(pl.col("token").alias("spelled"))
     tokens, aliased = resolve_aliases(tokens, vocabulary)
+    tokens, variants = resolve_variants(tokens, vocabulary)
     tokens, empty, dups = drop_empty_and_duplicates(tokens)
     tokens = classify(tokens, vocabulary)
 
@@ -222,6 +256,7 @@ def clean_tags(
             *(collect(c).alias(c) for c in CATEGORY_COLUMNS),
             pl.col("token").filter("is_unknown").alias("unknown_tags"),
             collect("prompt").alias("prompt_tags"),
+            (pl.col("spelled") + "=" + pl.col("token")).filter(pl.col("spelled") != pl.col("token")).alias("rewrites"),
         )
     )
     out = (
@@ -236,6 +271,7 @@ def clean_tags(
         empty_dropped=empty,
         duplicates_dropped=dups,
         aliases_resolved=aliased,
+        variants_resolved=variants,
         unknown_tags=int(tokens.get_column("is_unknown").sum()),
         prompt_tags=int((tokens.get_column("category") == "prompt").sum()),
     )

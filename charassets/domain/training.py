@@ -15,7 +15,16 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from charassets.domain.heads import HeadConfig, TrainedHead, choose_threshold, evaluate, masked_features, stable_split, train_head
+from charassets.domain.heads import (
+    NEVER,
+    HeadConfig,
+    TrainedHead,
+    choose_class_thresholds,
+    evaluate,
+    masked_features,
+    stable_split,
+    train_head,
+)
 from charassets.domain.ontology import FieldSpec
 
 MIN_PER_CLASS = 10
@@ -77,6 +86,46 @@ def character_rule(train_chars: list[list[str]], train_y: list[str], val_chars: 
     return out
 
 
+def abstention(head: TrainedHead, metrics: dict, baselines: dict[str, float], proba: np.ndarray, y_val: np.ndarray) -> dict:
+    """Decide what the head may fill, and the figures that say so.
+
+    A head whose macro-F1 does not beat both baselines (majority class, the named
+    character's majority) never fills: every class threshold becomes ``NEVER``. Otherwise
+    each class fires only above its own threshold (see ``choose_class_thresholds``).
+    Returns ``fills`` (0/1), ``classes_firing``, ``threshold`` (the lowest finite one, NaN
+    when none), ``coverage_at_threshold`` and ``precision_at_threshold`` on validation data,
+    and, for multi-label heads, ``values_per_record`` (mean asserted values where any fires)
+    against ``true_values_per_record``.
+    """
+    beats = metrics["macro_f1"] > max(baselines.values())
+    if not beats:
+        head.class_thresholds = [NEVER] * len(head.classes)
+    head.meta["fills"] = bool(beats and head.firing_classes)
+    finite = [t for t in head.class_thresholds if t < NEVER]
+    if head.multilabel:
+        chosen = head.predict_sets(proba)
+        right = (chosen & (y_val > 0)).sum()
+        asserted = chosen.sum(1)
+        extra = {
+            "values_per_record": float(asserted[asserted > 0].mean()) if (asserted > 0).any() else 0.0,
+            "true_values_per_record": float(y_val.sum(1).mean()) if len(y_val) else 0.0,
+        }
+        fired, precision = chosen.any(1), (float(right / chosen.sum()) if chosen.sum() else float("nan"))
+    else:
+        fired = head.fires(proba)
+        precision = float((proba.argmax(1)[fired] == y_val[fired]).mean()) if fired.any() else float("nan")
+        extra = {}
+    head.threshold = min(finite) if finite else float("nan")
+    return {
+        "fills": int(head.meta["fills"]),
+        "classes_firing": len(finite),
+        "threshold": head.threshold,
+        "coverage_at_threshold": float(fired.mean()) if len(fired) else 0.0,
+        "precision_at_threshold": precision,
+        **extra,
+    }
+
+
 def split_keys(cand: pl.DataFrame) -> list[str]:
     """What decides a record's side of the split: its ``group`` where the sample has one (near duplicates share it), else its id.
 
@@ -105,9 +154,8 @@ def train_field(
     index = {c: i for i, c in enumerate(head.classes)}
     y_val = np.array([index[v] for v, m in zip(y, val, strict=True) if m])
     proba = head.predict_proba(x[val])
-    head.threshold, precision, coverage = choose_threshold(proba, y_val)
+    head.class_thresholds, head.class_precision = choose_class_thresholds(proba, y_val)
     metrics = evaluate(head.classes, y_val, proba.argmax(1))
-    metrics.update(threshold=head.threshold, precision_at_threshold=precision, coverage_at_threshold=coverage)
     train_y = [v for v, m in zip(y, val, strict=True) if not m]
     majority = Counter(train_y).most_common(1)[0][0]
     chars = cand.get_column("characters").to_list()
@@ -118,6 +166,7 @@ def train_field(
         "majority": evaluate(head.classes, y_val, np.full(len(y_val), index[majority]))["macro_f1"],
         "character_rule": evaluate(head.classes, y_val, np.array([index[v] for v in rule]))["macro_f1"],
     }
+    metrics.update(abstention(head, metrics, baselines, proba, y_val))
     return FieldResult(head, metrics, baselines, int((~val).sum()), int(val.sum()), x[val], y_val, counts)
 
 
@@ -215,10 +264,8 @@ def train_multi_field(
     head = train_multilabel_head(spec.name, x[~val], train_sets, config)
     y_val = multi_hot([s for s, m in zip(sets, val, strict=True) if m], head.classes)
     proba = head.predict_proba(x[val])
-    head.class_thresholds = choose_class_thresholds(proba, y_val)
-    head.threshold = float(min(head.class_thresholds))
-    metrics = evaluate_multilabel(head.classes, y_val, head.predict_sets(proba).astype(int))
-    metrics["coverage_at_threshold"] = float(head.predict_sets(proba).any(axis=1).mean()) if len(proba) else 0.0
+    head.class_thresholds, head.class_precision = choose_class_thresholds(proba, y_val)
+    metrics = evaluate_multilabel(head.classes, y_val, (proba >= 0.5).astype(int))
     majority = Counter(c for s in train_sets for c in s).most_common(1)[0][0]
     majority_pred = multi_hot([[majority]] * len(y_val), head.classes)
     chars = cand.get_column("characters").to_list()
@@ -237,4 +284,5 @@ def train_multi_field(
         "majority": evaluate_multilabel(head.classes, y_val, majority_pred.astype(int))["macro_f1"],
         "character_rule": evaluate_multilabel(head.classes, y_val, multi_hot(rule, head.classes).astype(int))["macro_f1"],
     }
+    metrics.update(abstention(head, metrics, baselines, proba, y_val))
     return FieldResult(head, metrics, baselines, int((~val).sum()), int(val.sum()), x[val], y_val, dict(counts))

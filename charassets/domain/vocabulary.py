@@ -1,5 +1,11 @@
 """Tag vocabulary: canonical Danbooru tag names, their categories and their aliases.
 
+The embedded default is the full Danbooru tag list (140k tags with categories, post
+counts and aliases; MIT, from a1111-sd-webui-tagcomplete, see
+``charassets/data/DANBOORU_TAGS_LICENSE.txt``), bundled as zstd Parquet, plus the
+project's own rows (``vocabulary.csv``: every tag the ontology and the demo catalogue
+use), so the ontology's tags are always known whatever Danbooru calls them.
+
 Reads the tagcomplete CSV format (no header: ``tag, category, post_count, aliases``,
 aliases comma-joined) and, optionally, a Danbooru alias dump
 (``antecedent_name, consequent_name, status``).
@@ -7,13 +13,47 @@ aliases comma-joined) and, optionally, a Danbooru alias dump
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
+from functools import cache, cached_property
 from pathlib import Path
 
 import polars as pl
 
 CATEGORY_NAMES = {0: "general", 1: "artist", 3: "copyright", 4: "character", 5: "meta"}
-EMBEDDED_VOCABULARY = Path(__file__).resolve().parent.parent / "data" / "vocabulary.csv"
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+EMBEDDED_DANBOORU = DATA_DIR / "danbooru_tags.parquet"
+EMBEDDED_VOCABULARY = DATA_DIR / "vocabulary.csv"  # the project's own rows (ontology + demo catalogue)
+RAW_SCHEMA = {"tag": pl.String, "category_code": pl.Int64, "post_count": pl.Int64, "aliases": pl.String}
+
+
+def shared_data_dir() -> Path:
+    """Where the shared reference data lives: ``$CHARASSETS_SHARED_DATA``, default ``../shared/data`` from the project root."""
+    default = Path(__file__).resolve().parents[3] / "shared" / "data"
+    return Path(os.environ.get("CHARASSETS_SHARED_DATA", default))
+
+
+def read_tagcomplete_csv(path: str | Path) -> pl.DataFrame:
+    """A tagcomplete CSV as raw rows (``tag, category_code, post_count, aliases``)."""
+    return pl.read_csv(
+        path,
+        has_header=False,
+        new_columns=list(RAW_SCHEMA),
+        schema_overrides=RAW_SCHEMA,
+        quote_char='"',
+        truncate_ragged_lines=True,
+    ).filter(pl.col("tag").is_not_null())
+
+
+def bundled_rows(csv_path: str | Path) -> pl.DataFrame:
+    """The derived form that is bundled: every row, sorted by tag, types fixed (what ``make vocab`` writes)."""
+    return read_tagcomplete_csv(csv_path).sort("tag", maintain_order=True).cast(RAW_SCHEMA)
+
+
+def write_bundled(csv_path: str | Path, out: str | Path = EMBEDDED_DANBOORU) -> Path:
+    """Rewrite the bundled Danbooru vocabulary from the tagcomplete CSV (zstd Parquet, about 1.5 MB)."""
+    bundled_rows(csv_path).write_parquet(out, compression="zstd", compression_level=19, statistics=False)
+    return Path(out)
 
 
 @dataclass(frozen=True)
@@ -22,22 +62,16 @@ class Vocabulary:
 
     tags: pl.DataFrame
     aliases: pl.DataFrame
+    _memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def from_csv(cls, path: str | Path, aliases_path: str | Path | None = None) -> Vocabulary:
-        raw = pl.read_csv(
-            path,
-            has_header=False,
-            new_columns=["tag", "category_code", "post_count", "aliases"],
-            schema_overrides={"tag": pl.String, "category_code": pl.Int64, "post_count": pl.Int64, "aliases": pl.String},
-            quote_char='"',
-            truncate_ragged_lines=True,
-        ).filter(pl.col("tag").is_not_null())
+    def from_rows(cls, raw: pl.DataFrame, aliases_path: str | Path | None = None) -> Vocabulary:
+        """From raw tagcomplete rows; the first row of a tag wins (so list the preferred source first)."""
         tags = raw.select(
             pl.col("tag").str.to_lowercase(),
             pl.col("category_code").replace_strict(CATEGORY_NAMES, default="general", return_dtype=pl.String).alias("category"),
             pl.col("post_count").fill_null(0),
-        ).unique("tag", keep="first")
+        ).unique("tag", keep="first", maintain_order=True)
         # Aliases starting with "/" are autocomplete shortcuts, not spellings of the tag.
         aliases = (
             raw.select("tag", pl.col("aliases").str.split(","))
@@ -61,9 +95,40 @@ class Vocabulary:
         return cls(tags=tags, aliases=aliases)
 
     @classmethod
+    def from_csv(cls, path: str | Path, aliases_path: str | Path | None = None) -> Vocabulary:
+        return cls.from_rows(read_tagcomplete_csv(path), aliases_path)
+
+    @classmethod
     def embedded(cls) -> Vocabulary:
-        """The small vocabulary shipped with the project, enough for the demo data."""
-        return cls.from_csv(EMBEDDED_VOCABULARY)
+        """The bundled Danbooru vocabulary plus the project's own tags (loaded once per process)."""
+        return _embedded()
+
+    @cached_property
+    def compact_index(self) -> pl.DataFrame:
+        """``compact -> tag`` for general tags whose name without separators is unambiguous (``shorthair`` -> ``short_hair``).
+
+        Canonical tags and aliases both count; a compact form two different tags share
+        (or that is itself a tag) maps to nothing, so a run-together spelling is only ever
+        resolved when exactly one tag fits.
+        """
+        general = self.tags.filter(pl.col("category") == "general").select("tag")
+        spellings = pl.concat(
+            [
+                general.select(pl.col("tag").alias("spelling"), "tag"),
+                self.aliases.join(general, on="tag", how="semi").select(pl.col("alias").alias("spelling"), "tag"),
+            ]
+        ).filter(pl.col("spelling").str.contains(r"[_\-]"))
+        compact = spellings.select(pl.col("spelling").str.replace_all(r"[_\-]", "").alias("compact"), "tag").unique()
+        unique = compact.group_by("compact").agg(pl.col("tag").first(), pl.len().alias("n")).filter(pl.col("n") == 1).drop("n")
+        taken = pl.concat([self.tags.select(pl.col("tag").alias("compact")), self.aliases.select(pl.col("alias").alias("compact"))])
+        return unique.join(taken, on="compact", how="anti")
 
     def __len__(self) -> int:
         return self.tags.height
+
+
+@cache
+def _embedded() -> Vocabulary:
+    project = read_tagcomplete_csv(EMBEDDED_VOCABULARY)
+    danbooru = pl.read_parquet(EMBEDDED_DANBOORU) if EMBEDDED_DANBOORU.exists() else project.clear()
+    return Vocabulary.from_rows(pl.concat([danbooru.cast(RAW_SCHEMA), project.cast(RAW_SCHEMA)]))

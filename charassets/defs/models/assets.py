@@ -39,7 +39,7 @@ class HeadTraining(dg.Config):
 
 
 def _flat_metrics(result) -> dict[str, float]:
-    m = {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}
+    m = {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float) and v == v}  # NaN: nothing to log
     m.update({f"baseline_{k}_macro_f1": v for k, v in result.baselines.items()})
     for cls, st in result.metrics["per_class"].items():
         safe = "".join(ch if ch.isalnum() else "_" for ch in cls)
@@ -155,6 +155,23 @@ def train_log_and_gate(
         if result is None:
             skipped[f.name] = "fewer than two classes with enough labels"
             continue
+        digest = training_digest(key_prefix + f.key, joined, head_config, per_class, data_tags.get("embedder", ""))
+        if registry.champion_tags(key_prefix + f.key).get("training_digest") == digest:
+            champ = registry.champion(key_prefix + f.key)
+            gate_rows.append(
+                {
+                    "field": f.name,
+                    "version": champ[0],
+                    "promoted": False,
+                    "unchanged": True,
+                    "challenger_macro_f1": round(result.metrics["macro_f1"], 4),
+                    "champion_macro_f1": None,
+                    "champion_version": champ[0],
+                    "decision": f"unchanged: same data and config as champion v{champ[0]}, no new version",
+                }
+            )
+            context.log.info(f"{f.name}: same data and config as champion v{champ[0]}: unchanged, no new version")
+            continue
         beats_majority = result.metrics["macro_f1"] > result.baselines["majority"]
         with tempfile.TemporaryDirectory() as tmp:
             files = plots(result, Path(tmp))
@@ -176,11 +193,16 @@ def train_log_and_gate(
                     **{f"head_{k}": v for k, v in head_config.__dict__.items()},
                 },
                 metrics=_flat_metrics(result),
-                tags={**data_tags, "beats_majority": str(beats_majority).lower()},
+                tags={
+                    **data_tags,
+                    "beats_majority": str(beats_majority).lower(),
+                    "fills": str(bool(result.head.meta.get("fills"))).lower(),
+                    "training_digest": digest,
+                },
                 files=files,
             )
         gate = _champion_gate(key_prefix + f.key, logged, result)
-        gate_rows.append({"field": f.name, **gate})
+        gate_rows.append({"field": f.name, "unchanged": False, **gate})
         summary.append(
             {
                 "field": f.name,
@@ -189,7 +211,8 @@ def train_log_and_gate(
                 "majority": round(result.baselines["majority"], 4),
                 "character_rule": round(result.baselines["character_rule"], 4),
                 "beats_majority": beats_majority,
-                "threshold": round(result.head.threshold, 3),
+                "fills": bool(result.head.meta.get("fills")),
+                "classes_firing": len(result.head.firing_classes),
                 "coverage_at_threshold": round(result.metrics["coverage_at_threshold"], 3),
                 "n_train": result.n_train,
                 "n_val": result.n_val,
@@ -205,7 +228,8 @@ def train_log_and_gate(
 def heads_result(summary: list[dict], gate_rows: list[dict], skipped: dict, partitions: int, tracking_uri: str) -> dg.MaterializeResult:
     """Metadata of a training run (per-head table, macro-F1 against baselines) and the champion gate's result."""
     flagged = [s["field"] for s in summary if not s["beats_majority"]]
-    lost = [g for g in gate_rows if not g["promoted"]]
+    # a challenger that lost is recorded (the champion stays in service); an unchanged one is not a challenger at all
+    lost = [g for g in gate_rows if not g["promoted"] and not g.get("unchanged")]
     return dg.MaterializeResult(
         metadata={
             "heads": preview(pl.DataFrame(summary), n=50) if summary else "none trained",
@@ -214,6 +238,8 @@ def heads_result(summary: list[dict], gate_rows: list[dict], skipped: dict, part
                 {s["field"]: {"majority": s["majority"], "character_rule": s["character_rule"]} for s in summary}
             ),
             "not_better_than_majority": dg.MetadataValue.json(flagged),
+            "not_filling": dg.MetadataValue.json([s["field"] for s in summary if not s["fills"]]),
+            "unchanged": dg.MetadataValue.json([g["field"] for g in gate_rows if g.get("unchanged")]),
             "skipped": dg.MetadataValue.json(skipped),
             "partitions_seen": partitions,
             "mlflow_tracking_uri": tracking_uri,
@@ -227,6 +253,16 @@ def heads_result(summary: list[dict], gate_rows: list[dict], skipped: dict, part
             )
         ],
     )
+
+
+def training_digest(field_key: str, sample: pl.DataFrame, config: HeadConfig, per_class: int, embedder_id: str) -> str:
+    """What decides a head's weights: the sampled records, their labels and vectors, the config, the embedder."""
+    label = "label" if "label" in sample.columns else "labels"
+    cols = [pl.col("record_id"), pl.col(label).cast(pl.List(pl.String)) if sample.schema[label] != pl.String else pl.col(label)]
+    cols += [pl.col("vector")] if "vector" in sample.columns else []
+    body = sample.select(cols).sort("record_id").hash_rows(seed=0).sort().to_numpy().tobytes()
+    head = json.dumps([field_key, config.__dict__, per_class, embedder_id], sort_keys=True, default=str).encode()
+    return hashlib.sha1(head + body).hexdigest()[:16]
 
 
 def _champion_gate(field_key: str, logged: "registry.LoggedHead", result) -> dict:

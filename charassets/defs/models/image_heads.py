@@ -119,7 +119,7 @@ def image_head_predictions(
             "dagster/row_count": sum(s["images"] for s in stats),
             "embedder": model.id,
             "heads": dg.MetadataValue.json(
-                {k: {"model": n, "classes": h.classes, "threshold": h.threshold} for k, (h, n) in heads.items()}
+                {k: {"model": n, "classes": h.classes, "firing": h.firing_classes} for k, (h, n) in heads.items()}
             ),
             "per_partition": per_partition(stats),
         }

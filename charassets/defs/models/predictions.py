@@ -16,16 +16,20 @@ from charassets.domain.heads import label_sets, masked_features
 def prediction_struct(head, proba: np.ndarray, model: str, key: str, probs: bool = True) -> pl.Series:
     """One head's output as a struct column: value, confidence, above_threshold, model (and all class probabilities).
 
-    Multi-label heads give the classes clearing their own thresholds, with the weakest of
-    their probabilities as confidence.
+    ``above_threshold``: the value clears its class's own threshold (a class without one
+    never does). ``confidence`` is then the class's calibrated precision on validation
+    data (what a filled value carries), else the raw probability. Multi-label heads give
+    the classes clearing their own thresholds, with the weakest precision as confidence.
     """
     if head.multilabel:
         chosen = head.predict_sets(proba)
         value = label_sets(chosen, head.classes)
-        conf, above = np.where(chosen.any(1), np.where(chosen, proba, 1.0).min(1), proba.max(1)), chosen.any(1)
+        precision = np.where(chosen, head.calibrated(np.arange(len(head.classes)))[None, :], 1.0).min(1)
+        conf, above = np.where(chosen.any(1), precision, proba.max(1)), chosen.any(1)
     else:
-        value, conf = np.asarray(head.classes)[proba.argmax(1)], proba.max(1)
-        above = conf >= head.threshold
+        top = proba.argmax(1)
+        value, above = np.asarray(head.classes)[top], head.fires(proba)
+        conf = np.where(above, head.calibrated(top), proba.max(1))
     columns = {
         "value": value,
         "confidence": conf.astype(np.float32),
@@ -40,7 +44,8 @@ def prediction_struct(head, proba: np.ndarray, model: str, key: str, probs: bool
 def champion_heads(context: dg.AssetExecutionContext, ontology, dim: int | None, prefix: str = "") -> dict:
     """``field key -> (head, "<model>@v<version>")`` of every champion whose input size fits ``dim`` (unknown: all)."""
     heads = {}
-    for f in [f for f in ontology.fields if f.values]:  # every closed attribute may have a head
+    source = "image_head" if prefix else "head"
+    for f in [f for f in ontology.fields if f.values and source in f.fill]:  # closed attributes whose fill policy allows a head
         champ = registry.champion(prefix + f.key)
         if not champ:
             continue
@@ -95,7 +100,7 @@ def head_predictions(
         metadata={
             "dagster/row_count": sum(s["records"] for s in stats),
             "heads": dg.MetadataValue.json(
-                {k: {"model": n, "classes": h.classes, "threshold": h.threshold} for k, (h, n) in heads.items()}
+                {k: {"model": n, "classes": h.classes, "firing": h.firing_classes} for k, (h, n) in heads.items()}
             ),
             "per_partition": per_partition(stats),
         }

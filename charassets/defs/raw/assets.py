@@ -92,7 +92,7 @@ def raw_records(context: dg.AssetExecutionContext, lake: LakeResource, catalog: 
         last.update(records=records, rejects=rejects)
         return {"rows_in": chunk.row_count, "records": records.height, "rejects": rejects.height}
 
-    stats = for_each_partition(context, work)
+    stats = for_each_partition(context, work, {("raw", "records"): "records", ("raw", "rejects"): "rejects"})
     t = totals(stats, "rows_in", "records", "rejects")
     yield dg.MaterializeResult(
         asset_key=["raw", "records"],

@@ -66,7 +66,7 @@ def raw_images(context: dg.AssetExecutionContext, lake: LakeResource, catalog: C
         last.update(images=images, rejects=rejects)
         return {"referenced": referenced[key], "images": images.height, "image_rejects": rejects.height}
 
-    stats = for_each_partition(context, work)
+    stats = for_each_partition(context, work, {("raw", "images"): "images", ("raw", "image_rejects"): "image_rejects"})
     # the check re-reads what is on disk (once per run), not what this function believes it wrote
     decoded = table.partition_counts("raw", "images") if referenced else {}
     quarantined = table.partition_counts("raw", "image_rejects") if referenced else {}
