@@ -30,10 +30,10 @@ def devset(tmp_path_factory):
     return generate_devset(out, shared_file("characters/character_core_tags.csv"), seed=7, config=DevsetConfig(characters=150))
 
 
-def _extract(posts, out, monkeypatch, home) -> list[dict]:
+def _extract(posts, out, monkeypatch, home, keep_mlflow: bool = False) -> list[dict]:
     """`charassets extract --input` as a user runs it, against the project home ``home``."""
     monkeypatch.setenv("CHARASSETS_HOME", str(home))
-    for var in ("CHARASSETS_LAKE", "MLFLOW_TRACKING_URI", "CHARASSETS_SOURCES", "CHARASSETS_VOCABULARY"):
+    for var in ("CHARASSETS_LAKE", "CHARASSETS_SOURCES", "CHARASSETS_VOCABULARY", *(() if keep_mlflow else ("MLFLOW_TRACKING_URI",))):
         monkeypatch.delenv(var, raising=False)
     result = CliRunner().invoke(main, ["extract", "--input", str(posts), "--output", str(out)])
     assert result.exit_code == 0, result.output
@@ -112,9 +112,12 @@ def demo_home(tmp_path_factory):
     return home, defs
 
 
-def test_demo_heads_guess_nothing_on_real_style_posts(devset, plain_output, demo_home, tmp_path, monkeypatch):
+def test_demo_heads_guess_nothing_on_real_style_posts(devset, demo_home, tmp_path, monkeypatch):
     home, _ = demo_home
     with_heads = _extract(devset[0], tmp_path / "heads.jsonl", monkeypatch, home)
+    # the same home (the demo's profiles too) with the heads switched off: a model store with no champions
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'no_models.db'}")
+    without = _extract(devset[0], tmp_path / "no_heads.jsonl", monkeypatch, home, keep_mlflow=True)
     gold = read_rows(devset[1])
     ontology = Ontology.load()
     ok = [r for r in with_heads if r["status"] == "ok"]
@@ -134,7 +137,7 @@ def test_demo_heads_guess_nothing_on_real_style_posts(devset, plain_output, demo
     backed = sum(src in ("tags", "profile") for _, src in values)
     assert values and backed >= 0.9 * len(values)
     # heads never make a field worse than rules and profiles alone
-    on, off = evaluate(gold, with_heads, ontology), evaluate(gold, plain_output, ontology)
+    on, off = evaluate(gold, with_heads, ontology), evaluate(gold, without, ontology)
     for name in (*CORE_FIELDS, "Hair Style"):
         for group in ("evidence", "dropped"):
             assert on["fields"][name][group]["right_of_all"] >= off["fields"][name][group]["right_of_all"] - 0.005, (name, group)

@@ -120,7 +120,7 @@ def test_class_thresholds_reach_target_precision_or_never_fire():
     thresholds, precisions = choose_class_thresholds(proba, y, 0.9)
     for k, (t, p) in enumerate(zip(thresholds, precisions, strict=True)):
         fired = (proba.argmax(1) == k) & (proba.max(1) >= t)
-        assert 0.8 < t < 1 and p >= 0.9 and (y[fired] == k).mean() >= 0.9
+        assert 0.7 < t < 1 and p >= 0.9 and (y[fired] == k).mean() >= 0.9
     # a class that is never right enough, or too rare to measure, gets no threshold: it never fires
     noise = rng.dirichlet([1, 1, 1], 2000)
     thresholds, precisions = choose_class_thresholds(noise, rng.integers(0, 3, 2000), 0.9)
@@ -149,10 +149,16 @@ def test_rematerializing_unchanged_partitions_embeds_nothing(trained):
     defs, instance, _ = trained
     lake = defs.resources["lake"].lake()
     before = lake.read("features", "embeddings").sort("record_id")
-    report = run_partitions(defs, instance, log_level="WARNING")
-    mats = [m for r in report.runs for m in instance.fetch_materializations(dg.AssetKey(["features", "embeddings"]), limit=1).records]
-    md = mats[0].asset_materialization.metadata
-    assert md["vectors_computed"].value == 0 and md["tags_encoded"].value == 0 and md["vectors_reused"].value == before.height
+    run_partitions(defs, instance, log_level="WARNING")
+    counts = lake.partition_counts("features", "embeddings")
+    for key, n in counts.items():  # each partition's materialization carries that partition's own figures
+        (mat,) = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(["features", "embeddings"]), asset_partitions=[key]), limit=1
+        ).records
+        md = mat.asset_materialization.metadata
+        assert md["vectors_computed"].value == 0 and md["tags_encoded"].value == 0
+        assert md["vectors_reused"].value == n and md["dagster/row_count"].value == n
+    assert len(counts) > 1 and sum(counts.values()) == before.height
     assert lake.read("features", "embeddings").sort("record_id").equals(before)
 
 
@@ -186,6 +192,16 @@ def test_heads_are_logged_registered_and_champions(trained):
         np.zeros((2, style.dim), dtype=np.float32)
     )
     assert all(isinstance(v, list) and set(v) <= set(style.classes) for v in styles["value"])
+
+
+def test_an_identical_retrain_registers_nothing_and_fails_no_check(trained):
+    defs, instance, _ = trained
+    before = {k: len(registry.versions(k)) for k in ("hair_color", "gender", "hair_style")}
+    again = train(defs, instance, log_level="WARNING")
+    assert all(ev.passed for ev in again.get_asset_check_evaluations())
+    assert {k: len(registry.versions(k)) for k in before} == before
+    md = again.asset_materializations_for_node("models__attribute_heads")[0].metadata
+    assert {"Hair Color", "Gender", "Hair Style"} <= set(md["unchanged"].value)
 
 
 def test_a_worse_challenger_does_not_take_champion(trained):
