@@ -102,10 +102,17 @@ def _run(
         click.echo(f"Checks that did not pass: {failed}", err=True)
     if heads is not None:
         md = heads_metadata(heads)
-        click.echo(
-            "Heads (held-out macro-F1, vs majority class): "
-            + ", ".join(f"{f}={v:.3f} ({md['baselines'].value[f]['majority']:.3f})" for f, v in md["macro_f1"].value.items())
-        )
+        if md["macro_f1"].value:
+            click.echo(
+                "Heads (held-out macro-F1, vs majority class): "
+                + ", ".join(f"{f}={v:.3f} ({md['baselines'].value[f]['majority']:.3f})" for f, v in md["macro_f1"].value.items())
+            )
+        if md.get("unchanged") and md["unchanged"].value:
+            click.echo(f"Heads unchanged (same data and config as their champions, no new version): {', '.join(md['unchanged'].value)}")
+        if md.get("not_filling") and md["not_filling"].value:
+            click.echo(
+                f"Heads that do not fill (no class reaches 90% precision, or no better than a baseline): {', '.join(md['not_filling'].value)}"
+            )
         click.echo(f"MLflow:               make mlflow  ->  http://127.0.0.1:5000  ({defs.resources['mlflow_store'].tracking_uri})")  # type: ignore[union-attr]
         click.echo("Compare head versions: charassets models compare [ATTRIBUTE]")
     click.echo(f"Lake (Delta tables):  {lake.root}/<stage>/<table>")

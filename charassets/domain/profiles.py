@@ -60,6 +60,11 @@ def multi_profile_fields(ontology: Ontology) -> list[FieldSpec]:
     return [f for f in ontology.fields if f.cardinality == "multi" and f.values and "profile" in f.fill]
 
 
+def direct_rules(ontology: Ontology, field_name: str) -> pl.DataFrame:
+    """Tags that are direct evidence (rank >= 1, not the ``weak`` tier) for a field: ``tag``."""
+    return ontology.rules.filter((pl.col("field") == field_name) & (pl.col("rank") >= 1)).select("tag")
+
+
 def value_counts(labels: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
     """(character, field, value, n) over records showing exactly one named character; taken from tag evidence only."""
     single = labels.filter((pl.col("status") == "ok") & (pl.col("characters").list.len() == 1)).with_columns(
@@ -68,10 +73,16 @@ def value_counts(labels: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
     parts = []
     for f in profile_fields(ontology):
         v = pl.col(f.key).struct
+        stated = single.filter((v.field("source") == "tags") & (v.field("value") != UNKNOWN)).select(
+            "record_id", "character", v.field("value").alias("value"), v.field("evidence").alias("evidence")
+        )
+        # only direct evidence describes the character: a school uniform in one post is an outfit, not an age
+        direct = direct_rules(ontology, f.name)
+        direct_ids = stated.select("record_id", pl.col("evidence").alias("tag")).explode("tag").join(direct, on="tag", how="semi")
         parts.append(
-            single.filter(v.field("source") == "tags")
-            .select("character", pl.lit(f.key).alias("field"), v.field("value").alias("value"))
-            .filter(pl.col("value") != UNKNOWN)
+            stated.join(direct_ids.select("record_id").unique(), on="record_id", how="semi").select(
+                "character", pl.lit(f.key).alias("field"), "value"
+            )
         )
     for f in multi_profile_fields(ontology):
         stated = single.filter((pl.col(f.key).struct.field("source") == "tags") & (pl.col(f.key).struct.field("value").list.len() > 0))

@@ -13,6 +13,7 @@ aliases comma-joined) and, optionally, a Danbooru alias dump
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from functools import cache, cached_property
@@ -122,6 +123,12 @@ class Vocabulary:
         unique = compact.group_by("compact").agg(pl.col("tag").first(), pl.len().alias("n")).filter(pl.col("n") == 1).drop("n")
         taken = pl.concat([self.tags.select(pl.col("tag").alias("compact")), self.aliases.select(pl.col("alias").alias("compact"))])
         return unique.join(taken, on="compact", how="anti")
+
+    @cached_property
+    def digest(self) -> str:
+        """A fingerprint of the tags and their post counts (what pooling weights depend on)."""
+        rows = self.tags.select("tag", "post_count").sort("tag").hash_rows(seed=0).to_numpy().tobytes()
+        return hashlib.blake2b(rows, digest_size=8).hexdigest()
 
     def __len__(self) -> int:
         return self.tags.height

@@ -46,7 +46,8 @@ def embeddings(
     def work(key: str) -> dict:
         clean = table.read("clean", "tags", [key])
         tags = feature_tags(clean)
-        hashes = content_hashes(tags, model.id, embedder.mode)
+        # the pooling weights come from the vocabulary's post counts: a new vocabulary is a new vector
+        hashes = content_hashes(tags, f"{model.id}|{vocabulary.digest}", embedder.mode)
         frame = clean.select("record_id", "partition").with_columns(hashes.alias("content_hash"))
         previous = (
             table.read("features", "embeddings", [key]).select("content_hash", "weight_sum", "vector").unique("content_hash")
