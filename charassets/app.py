@@ -3,70 +3,162 @@
 ``make app`` (or ``python -m charassets.app``) serves it on http://127.0.0.1:7860. It runs the
 same domain code as the pipeline: the tag path of ``extract --tags``, the image path of
 ``extract --image``, and ``reconcile`` when both are given. Nothing leaves the machine.
+
+The app has no authentication. It binds to loopback by default; another host is refused
+unless ``--i-know-this-is-public`` is given, and then a warning is printed. Uploads are
+capped at ``MAX_UPLOAD_BYTES`` (by Gradio while receiving, and again before reading), each
+upload is read and decoded once, and an unexpected error reaches the user as a short JSON
+message with a reference, its traceback only in the server log.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
+import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from charassets.domain.ontology import Ontology
 
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from charassets.domain.images import DecodedImage
+
 EVIDENCE_COLUMNS = ["attribute", "value", "confidence", "source", "evidence"]
+MAX_UPLOAD_BYTES = 16 * 1024 * 1024  # per upload; Gradio refuses larger (HTTP 413) and the handler checks again
+LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
+PUBLIC_FLAG = "--i-know-this-is-public"
+
+log = logging.getLogger(__name__)
 
 
-def analyse(image_path: str | None, tags: str | None, ontology: Ontology, backend: str = "animeface") -> tuple[dict, list[list]]:
-    """The record JSON for the inputs (tags, image, or both reconciled) and one evidence row per decided attribute."""
-    from charassets.domain.image_signals import ImageSignals, image_facts, image_record, reconcile, signals_for
+def read_upload(path: str | Path, limit: int = MAX_UPLOAD_BYTES) -> bytes:
+    """The file's bytes, read once; ``ImageRejected`` when it is over ``limit`` (checked before reading, and while reading)."""
+    from charassets.domain.images import ImageRejected
+
+    def too_large(size: str) -> ImageRejected:
+        return ImageRejected(f"file is {size} bytes, over the upload limit of {limit:,} bytes ({limit / 2**20:g} MB)")
+
+    size = os.stat(path).st_size
+    if size > limit:
+        raise too_large(f"{size:,}")
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)  # never more than the limit, even if the file grew since the check
+    if len(data) > limit:
+        raise too_large(f"more than {limit:,}")
+    return data
+
+
+def rejected_record(name: str | None, reason: str) -> dict:
+    """A rejected image, in the shape ``image_signals.image_record`` gives one."""
+    return {
+        "id": name,
+        "record_id": None,
+        "status": "rejected",
+        "reason": reason,
+        "subject_count": None,
+        "flags": [],
+        "characters": [],
+        "attributes": None,
+    }
+
+
+def decoded_image_record(decoded: DecodedImage, name: str, ontology: Ontology, backend: str = "animeface") -> dict:
+    """``image_signals.image_record`` for an image already decoded (the same record, without decoding it again)."""
+    from charassets.domain.image_signals import UNKNOWN, image_facts, signals_for
+
+    signals = signals_for(decoded.image, backend, ontology)
+    attributes = None
+    if signals.status == "ok":
+        attributes = {}
+        for f in ontology.fields:
+            empty = {"value": [] if f.cardinality == "multi" else UNKNOWN, "confidence": 0.0, "evidence": [], "source": None}
+            attributes[f.name] = signals.attributes.get(f.key, empty)
+    return {
+        **rejected_record(name, None),
+        "record_id": f"image:{decoded.sha256[:16]}",  # by content: the same picture under any name
+        "status": signals.status,
+        "subject_count": len(signals.faces) if signals.faces else None,
+        "flags": signals.flags + (["animated"] if decoded.animated else []),
+        "attributes": attributes,
+        "image": image_facts(decoded, signals, name),
+    }
+
+
+def analyse(
+    image_path: str | None, tags: str | None, ontology: Ontology, backend: str = "animeface"
+) -> tuple[dict, list[list], DecodedImage | None]:
+    """The record JSON for the inputs (tags, image, or both reconciled), one evidence row per decided attribute, and the decoded image.
+
+    The upload is read and decoded once; the decoded image is returned for the preview.
+    """
+    from charassets.domain.image_signals import image_facts, reconcile, signals_for
     from charassets.domain.images import ImageRejected, decode_image
     from charassets.domain.pipeline import extract_one
 
     tags = (tags or "").strip()
     if not image_path and not tags:
-        return {"status": "rejected", "reason": "give an image, tags, or both"}, []
+        return {"status": "rejected", "reason": "give an image, tags, or both"}, [], None
+    decoded, problem, name = None, None, Path(image_path).name if image_path else None
+    if image_path:
+        try:
+            decoded = decode_image(read_upload(image_path))
+        except ImageRejected as e:
+            problem = str(e)
     if image_path and not tags:
-        record = image_record(Path(image_path).read_bytes(), Path(image_path).name, ontology, backend)
+        record = rejected_record(name, problem) if decoded is None else decoded_image_record(decoded, name, ontology, backend)
     else:
         record = extract_one(tags, ontology)
-        if image_path:
-            try:
-                decoded = decode_image(Path(image_path).read_bytes())
-                signals: ImageSignals = signals_for(decoded.image, backend, ontology)
-            except ImageRejected as e:
-                record["flags"] = [*record["flags"], "image_rejected", f"image: {e}"]
-                record["image"] = {"ref": Path(image_path).name}
-            else:
-                record["image"] = image_facts(decoded, signals, Path(image_path).name)
-                if record["status"] == "ok":
-                    by_key = {f.key: record["attributes"][f.name] for f in ontology.fields}
-                    merged, flags = reconcile(by_key, signals)
-                    record["attributes"] = {f.name: merged[f.key] for f in ontology.fields}
-                    record["flags"] = [*record["flags"], *flags]
+        if problem is not None:
+            record["flags"] = [*record["flags"], "image_rejected", f"image: {problem}"]
+            record["image"] = {"ref": name}
+        elif decoded is not None:
+            signals = signals_for(decoded.image, backend, ontology)
+            record["image"] = image_facts(decoded, signals, name)
+            if record["status"] == "ok":
+                by_key = {f.key: record["attributes"][f.name] for f in ontology.fields}
+                merged, flags = reconcile(by_key, signals)
+                record["attributes"] = {f.name: merged[f.key] for f in ontology.fields}
+                record["flags"] = [*record["flags"], *flags]
     rows = []
-    for name, a in (record.get("attributes") or {}).items():
+    for attr, a in (record.get("attributes") or {}).items():
         if a and a["value"] not in ("unknown", []):
             value = ", ".join(a["value"]) if isinstance(a["value"], list) else a["value"]
-            rows.append([name, value, round(float(a["confidence"]), 3), a["source"], "; ".join(a["evidence"])])
-    return record, rows
+            rows.append([attr, value, round(float(a["confidence"]), 3), a["source"], "; ".join(a["evidence"])])
+    return record, rows, decoded
 
 
-def annotated(image_path: str, record: dict):
-    """The picture as decoded (EXIF-rotated RGB), with a box around each face the backend found."""
+def annotated(image: Image.Image, record: dict) -> Image.Image:
+    """A copy of the decoded picture (EXIF-rotated RGB), with a box around each face the backend found."""
     from PIL import ImageDraw
 
-    from charassets.domain.images import ImageRejected, decode_image
-
-    try:
-        image = decode_image(Path(image_path).read_bytes()).image.copy()
-    except ImageRejected:
-        return None
+    image = image.copy()
     draw = ImageDraw.Draw(image)
     width = max(2, round(max(image.size) / 200))
     for x, y, w, h in (record.get("image") or {}).get("face_boxes") or []:
         draw.rectangle((x, y, x + w, y + h), outline=(255, 40, 200), width=width)
     return image
+
+
+def respond(file, tags: str | None, ontology: Ontology, backend: str = "animeface") -> tuple[dict, list[list], Image.Image | None]:
+    """What the Extract button shows: the record, its evidence rows and the preview with faces boxed.
+
+    An unexpected error is logged with its traceback and shown only as a short message with a reference.
+    """
+    path = file if isinstance(file, str) or file is None else file.name
+    try:
+        record, rows, decoded = analyse(path, tags, ontology, backend)
+        return record, rows, annotated(decoded.image, record) if decoded is not None else None
+    except Exception:
+        ref = uuid.uuid4().hex[:12]
+        log.exception("analysis failed (reference %s)", ref)
+        reason = f"internal error while analysing the input (reference {ref}; the details are in the server log)"
+        return {"status": "error", "reason": reason}, [], None
 
 
 def build_app(ontology: Ontology | None = None, backend: str = "animeface"):
@@ -75,9 +167,7 @@ def build_app(ontology: Ontology | None = None, backend: str = "animeface"):
     ontology = ontology or Ontology.load()
 
     def run(file, tags):
-        path = file if isinstance(file, str) or file is None else file.name
-        record, rows = analyse(path, tags, ontology, backend)
-        return record, rows, annotated(path, record) if path else None
+        return respond(file, tags, ontology, backend)
 
     with gr.Blocks(title="charassets: character attributes") as app:
         gr.Markdown(
@@ -98,14 +188,51 @@ def build_app(ontology: Ontology | None = None, backend: str = "animeface"):
     return app
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine: ``localhost`` or a loopback address (127.0.0.0/8, ::1).
+
+    Anything else (``0.0.0.0``, ``::``, an interface address, another host name) may be reachable from elsewhere.
+    """
+    name = host.strip().lower()
+    if name in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name.removeprefix("[").removesuffix("]")).is_loopback
+    except ValueError:
+        return False
+
+
+def public_host_warning(host: str) -> str | None:
+    """The warning to print before serving on ``host``; None for a loopback host."""
+    if is_loopback(host):
+        return None
+    return (
+        f"WARNING: serving on {host!r}, which is not a loopback address: the app may be reachable from other machines. "
+        "It has no authentication: anyone who can reach the port can upload files and run the extraction. "
+        "Bind to 127.0.0.1 unless you mean this, and put an authenticating proxy in front if you do."
+    )
+
+
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; anything but loopback needs " + PUBLIC_FLAG + ".")
 @click.option("--port", type=int, default=7860, show_default=True)
 @click.option("--image-backend", default=lambda: os.environ.get("CHARASSETS_IMAGE_BACKEND", "animeface"), show_default="animeface")
-def main(host: str, port: int, image_backend: str) -> None:
+@click.option(
+    PUBLIC_FLAG,
+    "allow_public",
+    is_flag=True,
+    help="Allow a non-loopback --host. The app has no authentication: anyone who can reach the port can use it.",
+)
+def main(host: str, port: int, image_backend: str, allow_public: bool) -> None:
     """Serve the app locally."""
+    warning = public_host_warning(host)
+    if warning:
+        click.echo(warning, err=True)
+        if not allow_public:
+            raise click.UsageError(f"refusing to serve on {host!r} without {PUBLIC_FLAG}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    build_app(backend=image_backend).launch(server_name=host, server_port=port, show_error=True)
+    build_app(backend=image_backend).launch(server_name=host, server_port=port, show_error=False, max_file_size=MAX_UPLOAD_BYTES)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,23 @@ from pathlib import Path
 import click
 
 
+def _is_project_root(path: Path) -> bool:
+    """This project's root (its own dagster.yaml beside its pyproject), not any folder that has a dagster.yaml."""
+    try:
+        return (path / "dagster.yaml").is_file() and 'name = "charassets"' in (path / "pyproject.toml").read_text()
+    except OSError:
+        return False
+
+
 def _dagster_home() -> None:
-    """Use the project's dagster.yaml when run from the project root, else a private home."""
+    """The Dagster instance to use: ``DAGSTER_HOME`` when set; the project root's when run there with the
+    default home (so CLI runs show in `make dev`); otherwise a private one under ``CHARASSETS_HOME``, so a
+    different lake never shares an event log with another."""
     if "DAGSTER_HOME" not in os.environ:
-        home = (
-            Path.cwd()
-            if Path("dagster.yaml").exists()
-            else Path(os.environ.get("CHARASSETS_HOME", ".charassets")).resolve() / "dagster_home"
-        )
+        if _is_project_root(Path.cwd()) and "CHARASSETS_HOME" not in os.environ:
+            home = Path.cwd()
+        else:
+            home = Path(os.environ.get("CHARASSETS_HOME", ".charassets")).resolve() / "dagster_home"
         home.mkdir(parents=True, exist_ok=True)
         os.environ["DAGSTER_HOME"] = str(home)
 
@@ -50,8 +59,16 @@ def run(partitions: tuple[str, ...], per_run: int | None, missing: bool, workers
 
 @main.command()
 @click.option("--retention-hours", type=int, default=168, show_default=True, help="keep files any version this recent needs")
-def maintain(retention_hours: int) -> None:
+@click.option("--no-live-writers", is_flag=True, help="allow a retention under an hour: only when no run is writing to the lake")
+def maintain(retention_hours: int, no_live_writers: bool) -> None:
     """Compact, checkpoint and vacuum every Delta table (what the nightly maintenance job does)."""
+    from charassets.defs.maintenance import MIN_LIVE_RETENTION_HOURS
+
+    if retention_hours < MIN_LIVE_RETENTION_HOURS and not no_live_writers:
+        raise click.UsageError(
+            f"--retention-hours {retention_hours} would vacuum files a running backfill has written but not yet committed; "
+            f"use at least {MIN_LIVE_RETENTION_HOURS}, or add --no-live-writers when nothing is writing to the lake"
+        )
     from charassets.definitions import build_definitions
     from charassets.defs.maintenance import maintain_lake
 

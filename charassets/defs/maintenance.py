@@ -38,6 +38,9 @@ TABLES: list[tuple[str, str]] = [
 ]
 
 
+MIN_LIVE_RETENTION_HOURS = 1  # a writer commits within minutes of writing its files
+
+
 class MaintenanceConfig(dg.Config):
     retention_hours: int = int(os.environ.get("CHARASSETS_VACUUM_RETENTION_HOURS", "168"))
     target_file_mb: int = 128
@@ -63,6 +66,16 @@ def maintain_lake(lake: Lake, retention_hours: int, target_size: int | None, log
 
 @dg.op(description="Compact, checkpoint and vacuum every Delta table of the lake.")
 def maintain_tables(context: dg.OpExecutionContext, config: MaintenanceConfig, lake: LakeResource) -> dict:
+    if config.retention_hours < MIN_LIVE_RETENTION_HOURS:
+        live = context.instance.get_run_records(
+            dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.QUEUED])
+        )
+        others = [r.dagster_run.run_id for r in live if r.dagster_run.run_id != context.run_id]
+        if others:  # their written-but-uncommitted files look exactly like a killed writer's leftovers
+            raise dg.Failure(
+                f"retention {config.retention_hours} h while {len(others)} run(s) may be writing: vacuum would delete their "
+                f"uncommitted files; wait for them, or use a retention of at least {MIN_LIVE_RETENTION_HOURS} h"
+            )
     report = maintain_lake(lake.lake(), config.retention_hours, config.target_file_mb * 2**20, context.log)
     context.add_output_metadata({"tables": dg.MetadataValue.json(report)})
     failed = [t for t, r in report.items() if "error" in r]

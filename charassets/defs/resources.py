@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from functools import lru_cache
 from pathlib import Path
 
@@ -31,9 +32,10 @@ class LakeResource(dg.ConfigurableResource):
         uri = f"{self.root.rstrip('/')}/{relative}"
         fs, path = fsspec.core.url_to_fs(uri, **fsspec_options(self.root, dict(self.storage_options)))
         fs.makedirs(str(Path(path).parent), exist_ok=True)
-        with fs.open(path + ".tmp", "wb") as f:
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"  # one name per writer: two publishers never share a temp file
+        with fs.open(tmp, "wb") as f:
             f.write(data)
-        fs.mv(path + ".tmp", path)
+        fs.mv(tmp, path)
         return uri
 
     def write_text(self, relative: str, text: str) -> str:

@@ -24,7 +24,6 @@ import dagster as dg
 
 from charassets.defs.partitions import PARTITIONS_PER_RUN, record_chunks
 
-FINAL_ASSET = dg.AssetKey(["exports", "character_attributes_files"])
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
@@ -49,6 +48,31 @@ def register(defs: dg.Definitions, instance: dg.DagsterInstance) -> list[str]:
     return instance.get_dynamic_partitions(record_chunks.name)
 
 
+def complete_partitions(lake) -> set[str]:
+    """Registered partitions every per-record table holds in full, counted in the lake against the registry.
+
+    raw/records + raw/rejects hold the registered rows; clean/tags, labels, embeddings and
+    head predictions one row per record; the final table one row per registered row.
+    A partition a killed run left half-written, or that another lake's event log believes
+    done, is not complete.
+    """
+    if not lake.exists("raw", "source_partitions"):
+        return set()
+    registered = dict(lake.read("raw", "source_partitions").select("partition", "row_count").iter_rows())
+    per_record = [("clean", "tags"), ("labels", "tag_attributes"), ("features", "embeddings"), ("models", "head_predictions")]
+    counts = {
+        t: lake.partition_counts(*t) for t in [("raw", "records"), ("raw", "rejects"), ("marts", "character_attributes"), *per_record]
+    }
+    done = set()
+    for key, rows in registered.items():
+        records = counts[("raw", "records")].get(key, 0)
+        if records + counts[("raw", "rejects")].get(key, 0) != rows or counts[("marts", "character_attributes")].get(key, 0) != rows:
+            continue
+        if all(counts[t].get(key, 0) == records for t in per_record):
+            done.add(key)
+    return done
+
+
 def run_partitions(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
@@ -63,7 +87,7 @@ def run_partitions(
 ) -> RunReport:
     """Register sources, then run ``job_name`` over ``partitions`` (default: all).
 
-    ``only_missing`` skips partitions the final table already has (new files only).
+    ``only_missing`` skips partitions the lake already holds in full (``complete_partitions``).
     ``workers>1`` runs batches concurrently in worker processes built from ``env`` (the
     environment ``defs`` came from); the instance must then be a persistent one.
     """
@@ -72,8 +96,8 @@ def run_partitions(
     known = register(defs, instance) if register_first else instance.get_dynamic_partitions(record_chunks.name)
     report.seconds["register"] = round(time.perf_counter() - t0, 3)
     wanted = known if partitions is None else [k for k in known if k in set(partitions)]
-    if only_missing:
-        done = instance.get_materialized_partitions(FINAL_ASSET)
+    if only_missing:  # the lake decides what is done, not the event log (which may belong to another lake)
+        done = complete_partitions(defs.resources["lake"].lake())  # type: ignore[union-attr]
         wanted = [k for k in wanted if k not in done]
     unknown = sorted(set(partitions or []) - set(known))
     if unknown:

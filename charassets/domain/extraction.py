@@ -19,6 +19,7 @@ from __future__ import annotations
 import polars as pl
 
 from charassets.domain.ontology import Ontology
+from charassets.domain.tags import OVERLONG
 
 STATUSES = ("ok", "ambiguous", "no_character", "rejected")
 UNKNOWN = "unknown"
@@ -243,6 +244,9 @@ def extract_attributes(clean: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
         pl.col("subject_flags").fill_null(pl.lit([], dtype=pl.List(pl.String))),
         pl.when(ok).then(pl.col("conflict_flags")).fill_null(pl.lit([], dtype=pl.List(pl.String))),
         pl.when(pl.col("unknown_tags").list.len() > 0).then(pl.lit(["unknown_tags"])).otherwise(pl.lit([], dtype=pl.List(pl.String))),
+        pl.when(pl.col("unknown_tags").list.contains(OVERLONG))
+        .then(pl.lit(["overlong_tag"]))
+        .otherwise(pl.lit([], dtype=pl.List(pl.String))),
         # nothing is changed silently: every alias or variant spelling rewritten is listed
         pl.col("rewrites").fill_null(pl.lit([], dtype=pl.List(pl.String))).list.eval("respelled:" + pl.element()),
     )

@@ -94,6 +94,16 @@ class Lake:
                 time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
         raise AssertionError("unreachable")
 
+    def delete_partitions(self, stage: str, table: str, partitions: Sequence[str]) -> int:
+        """Delete every row of ``partitions`` (retired chunks); returns the rows deleted (0 when the table is absent)."""
+        if not partitions or not self.exists(stage, table):
+            return 0
+        dt = DeltaTable(self.uri(stage, table), storage_options=self.storage_options or None)
+        if PARTITION_COLUMN not in dt.schema().to_arrow().names:
+            return 0
+        metrics = dt.delete(f"{PARTITION_COLUMN} IN ({', '.join(_quote(p) for p in partitions)})")
+        return int(metrics.get("num_deleted_rows", 0) or 0)
+
     def write_table(self, stage: str, table: str, df: pl.DataFrame) -> int:
         """Replace a whole (unpartitioned) table."""
         write_deltalake(

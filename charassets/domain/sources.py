@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 MAX_TAG_CHARS = 32_768
 MAX_PARTITION_ROWS = 100_000
 EXCERPT_CHARS = 200
+csv.field_size_limit(2**31 - 1)  # a huge field is quarantined as too long, not a crash of the reader
 TAG_FIELDS = ("tags", "general", "character", "copyright", "artist", "meta")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 EMBEDDED = "embedded"  # image_ref of an image whose bytes are in the source table itself
@@ -124,6 +125,9 @@ class SourceSpec(BaseModel):
     separator: str | None = None
     rows_per_partition: int = Field(default=50_000, ge=1, le=MAX_PARTITION_ROWS)
     images: bool = False  # decode the image column (always on for ``format: images``)
+    # image references may be http(s) URLs, fetched with a byte cap, timeouts and only from public
+    # addresses (image_fetch); off: only paths under the source's own root (never file://, s3://...)
+    remote_images: bool = False
 
     @model_validator(mode="after")
     def _needs_tags(self) -> SourceSpec:
@@ -245,47 +249,97 @@ def folder_listing(folder_uri: str) -> tuple[list[tuple[str, int]], set[str]]:
     return sorted((n, b) for n, b in files if _is_image(n)), {n for n, _ in files}
 
 
-def file_digest(relative_name: str) -> str:
-    return hashlib.sha1(relative_name.encode()).hexdigest()[:8]
+def file_digest(relative_name: str, content: str = "") -> str:
+    return hashlib.sha1(f"{relative_name}|{content}".encode() if content else relative_name.encode()).hexdigest()[:8]
 
 
-def partition_key(source: str, relative_name: str, chunk: int) -> str:
-    return f"{source}-{file_digest(relative_name)}-{chunk:04d}"
+def partition_key(source: str, relative_name: str, chunk: int, content: str = "") -> str:
+    """``<source>-<digest of the file's name and content identity>-<chunk>``: a file replaced under the same name is a new partition."""
+    return f"{source}-{file_digest(relative_name, content)}-{chunk:04d}"
 
 
-def _line_boundaries(f: Any, rows_per_chunk: int, csv_quotes: bool) -> tuple[list[tuple[int, int, int, int]], int]:
+def _parquet_identity(f: Any, size: int) -> str:
+    """Size plus a hash of the footer (schema, row groups, offsets and statistics): changes when the content does."""
+    f.seek(max(0, size - 65_536))
+    return f"{size}:{hashlib.blake2b(f.read(), digest_size=8).hexdigest()}"
+
+
+def _csv_line_state(line: bytes, in_quotes: bool) -> bool:
+    """Whether a CSV record is still inside a quoted field at the end of ``line``.
+
+    The CSV grammar, as Python's reader applies it: a quote opens a quoted field only at
+    the start of a field (``4,1girl "smile`` has no quoted field); inside one, ``""`` is a
+    quote and a lone ``"`` closes it. Linear in the line's length.
+    """
+    i, n, field_start = 0, len(line), not in_quotes
+    while i < n:
+        if in_quotes:
+            j = line.find(b'"', i)
+            if j < 0:
+                return True
+            if j + 1 < n and line[j + 1] == 0x22:
+                i = j + 2
+                continue
+            in_quotes, field_start, i = False, False, j + 1
+        elif field_start and line[i] == 0x22:
+            in_quotes, field_start, i = True, False, i + 1
+        else:
+            j = line.find(b",", i)
+            if j < 0:
+                return False
+            i, field_start = j + 1, True
+    return in_quotes
+
+
+def _records(lines: Iterator[bytes], csv_quotes: bool) -> Iterator[tuple[int, bytes]]:
+    """``(byte offset, record bytes)`` of each record of a line-based file, blank lines included.
+
+    A JSONL record is a line; a CSV record ends at a newline outside a quoted field. The
+    chunk cutter and the readers both use this one splitter, so the rows a chunk is
+    registered with are, by construction, the rows its reader yields.
+    """
+    offset, start, parts, in_quotes = 0, 0, [], False
+    for line in lines:
+        if not parts:
+            start = offset
+        offset += len(line)
+        if csv_quotes and (in_quotes or b'"' in line):
+            in_quotes = _csv_line_state(line, in_quotes)
+        parts.append(line)
+        if not in_quotes:
+            yield start, b"".join(parts) if len(parts) > 1 else parts[0]
+            parts = []
+    if parts:  # an unterminated quoted field at the end of the file: the rest is one (bad) record
+        yield start, b"".join(parts)
+
+
+def _line_boundaries(f: Any, rows_per_chunk: int, csv_quotes: bool, hasher: Any = None) -> tuple[list[tuple[int, int, int, int]], int]:
     """Cut a line-based file into chunks of whole records: ``(byte_start, byte_end, row_start, rows)``.
 
-    Blank lines are not records. For CSV a record ends at a newline outside quotes, and
-    the header record is skipped.
+    Blank records are not rows. For CSV the header record is skipped. ``hasher`` (a
+    hashlib object), when given, sees every byte: the file's content identity in the same pass.
     """
-    chunks, offset, start, rows_in_chunk, row, quotes = [], 0, None, 0, 0, 0
+    chunks, start, rows_in_chunk, row, end = [], None, 0, 0, 0
     header_pending = csv_quotes
-    for line in f:
-        line_start = offset
-        offset += len(line)
-        if csv_quotes:
-            quotes += line.count(b'"')
-            if quotes % 2:
-                if start is None and not header_pending:
-                    start = line_start
-                continue  # record continues on the next line
-            quotes = 0
+    for offset, record in _records(iter(f), csv_quotes):
+        if hasher is not None:
+            hasher.update(record)
+        end = offset + len(record)
         if header_pending:
             header_pending = False
             continue
-        if not line.strip():
+        if not record.strip():
             continue
         if start is None:
-            start = line_start
+            start = offset
         rows_in_chunk += 1
         if rows_in_chunk == rows_per_chunk:
-            chunks.append((start, offset, row, rows_in_chunk))
+            chunks.append((start, end, row, rows_in_chunk))
             row += rows_in_chunk
             start, rows_in_chunk = None, 0
     if rows_in_chunk:
-        chunks.append((start or 0, offset, row, rows_in_chunk))
-    return chunks, offset
+        chunks.append((start or 0, end, row, rows_in_chunk))
+    return chunks, end
 
 
 def register(spec: SourceSpec) -> pl.DataFrame:
@@ -297,25 +351,42 @@ def register(spec: SourceSpec) -> pl.DataFrame:
         if fmt == "images":
             images, _ = folder_listing(uri)
             size, n, step = sum(b for _, b in images), len(images), spec.rows_per_partition
+            identity = hashlib.blake2b("\n".join(f"{name}:{b}" for name, b in images).encode(), digest_size=8).hexdigest()
             bounds = [(0, 0, s, min(step, n - s)) for s in range(0, n, step)]
             for i, (b0, b1, r0, n_rows) in enumerate(bounds):
-                rows.append((partition_key(spec.name, rel, i), spec.name, uri, fmt, i, r0, n_rows, b0, b1, size))
+                rows.append((partition_key(spec.name, rel, i, identity), spec.name, uri, fmt, i, r0, n_rows, b0, b1, size))
             continue
         size = fs.size(fsspec.core.url_to_fs(uri)[1])
         if fmt == "parquet":
             with fsspec.open(uri, "rb") as f:
-                n = pq.ParquetFile(f).metadata.num_rows
+                identity = _parquet_identity(f, size)
+                try:
+                    f.seek(0)
+                    n = pq.ParquetFile(f).metadata.num_rows
+                except Exception:  # noqa: BLE001 - not a Parquet file (truncated, corrupt): one row, quarantined with the reason
+                    rows.append((partition_key(spec.name, rel, 0, identity), spec.name, uri, "unreadable", 0, 0, 1, 0, size, size))
+                    continue
             step = spec.rows_per_partition
             bounds = [(0, size, s, min(step, n - s)) for s in range(0, n, step)]
         else:
+            hasher = hashlib.blake2b(digest_size=8)
             with fsspec.open(uri, "rb") as f:
-                bounds, _ = _line_boundaries(f, spec.rows_per_partition, csv_quotes=fmt == "csv")
+                bounds, _ = _line_boundaries(f, spec.rows_per_partition, csv_quotes=fmt == "csv", hasher=hasher)
+            identity = f"{size}:{hasher.hexdigest()}"
         for i, (b0, b1, r0, n_rows) in enumerate(bounds):
-            rows.append((partition_key(spec.name, rel, i), spec.name, uri, fmt, i, r0, n_rows, b0, b1, size))
+            rows.append((partition_key(spec.name, rel, i, identity), spec.name, uri, fmt, i, r0, n_rows, b0, b1, size))
     return pl.DataFrame(rows, schema=REGISTRY_SCHEMA, orient="row")
 
 
 # ---------------------------------------------------------------------------- reading
+
+
+class SourceError(ValueError):
+    """A fault of the configuration or of the registered files, not of a row's content: the run fails with it."""
+
+
+class SourceChanged(SourceError):
+    """A registered file or folder changed on disk since it was registered."""
 
 
 @dataclass(frozen=True)
@@ -348,39 +419,63 @@ def _as_text(value: Any, separator: str) -> tuple[str | None, str | None]:
     return None, f"is a {type(value).__name__}, expected text"
 
 
+def _unencodable(rec: dict[str, Any]) -> str | None:
+    """The first text field that is not valid Unicode (a lone surrogate such as ``"\\ud800"`` from JSON), if any."""
+    for k, v in rec.items():
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return k
+    return None
+
+
 def _rows_from_objects(objs: Iterator[tuple[int, Any, str]], spec: SourceSpec, chunk: Chunk) -> tuple[list[dict], list[dict]]:
-    m = spec.mapping
+    """Rows as records, or as rejects with their reason: nothing in a row's content can fail the chunk."""
     good, bad = [], []
     for row_index, obj, excerpt in objs:
         base = {"source": spec.name, "partition": chunk.partition, "file": chunk.file, "row_index": row_index}
+        excerpt = excerpt.encode("utf-8", "replace").decode("utf-8")
         if chunk.format == "images":  # an image's id is its path, known even when its sidecar is unreadable
             base["source_id"] = excerpt
-        if isinstance(obj, Exception):
-            bad.append({**base, "reason": str(obj), "raw_excerpt": excerpt[:EXCERPT_CHARS]})
-            continue
-        if not isinstance(obj, dict):
+        try:
+            _one_row(obj, excerpt, base, spec, good, bad)
+        except Exception as e:  # noqa: BLE001 - whatever a row holds, it becomes a reject, never a failed run
             bad.append(
-                {**base, "reason": f"row is a JSON {type(obj).__name__}, expected an object", "raw_excerpt": excerpt[:EXCERPT_CHARS]}
+                {**base, "source_id": None, "reason": f"unreadable row: {type(e).__name__}: {e}", "raw_excerpt": excerpt[:EXCERPT_CHARS]}
             )
-            continue
-        rec: dict[str, Any] = dict(base)
-        errors = []
-        if m.id:
-            sid = obj.get(m.id)
-            rec["source_id"] = None if sid is None or isinstance(sid, dict | list) else str(sid)
-        for f, col in m.tag_columns().items():
-            text, err = _as_text(obj.get(col), spec.tag_separator)
-            rec[f"{f}_raw"] = text
-            if err:
-                errors.append(f"field {col!r} {err}")
-        for key, col in (("rating", m.rating), ("image_ref", m.image)):
-            if col and obj.get(col) is not None:
-                rec[key] = str(obj.get(col))
-        if errors:
-            bad.append({**base, "source_id": rec.get("source_id"), "reason": "; ".join(errors), "raw_excerpt": excerpt[:EXCERPT_CHARS]})
-        else:
-            good.append(rec)
     return good, bad
+
+
+def _one_row(obj: Any, excerpt: str, base: dict, spec: SourceSpec, good: list[dict], bad: list[dict]) -> None:
+    """One row: appended to ``good`` as a record, or to ``bad`` with the reason."""
+    m = spec.mapping
+    if isinstance(obj, Exception):
+        bad.append({**base, "reason": str(obj), "raw_excerpt": excerpt[:EXCERPT_CHARS]})
+        return
+    if not isinstance(obj, dict):
+        bad.append({**base, "reason": f"row is a JSON {type(obj).__name__}, expected an object", "raw_excerpt": excerpt[:EXCERPT_CHARS]})
+        return
+    rec: dict[str, Any] = dict(base)
+    errors = []
+    if m.id:
+        sid = obj.get(m.id)
+        rec["source_id"] = None if sid is None or isinstance(sid, dict | list) else str(sid)
+    for f, col in m.tag_columns().items():
+        text, err = _as_text(obj.get(col), spec.tag_separator)
+        rec[f"{f}_raw"] = text
+        if err:
+            errors.append(f"field {col!r} {err}")
+    for key, col in (("rating", m.rating), ("image_ref", m.image)):
+        if col and obj.get(col) is not None:
+            rec[key] = str(obj.get(col))
+    if (field := _unencodable(rec)) is not None:
+        errors.append(f"field {field!r} is not valid Unicode (a lone surrogate)")
+        rec["source_id"] = None if field == "source_id" else rec.get("source_id")
+    if errors:
+        bad.append({**base, "source_id": rec.get("source_id"), "reason": "; ".join(errors), "raw_excerpt": excerpt[:EXCERPT_CHARS]})
+    else:
+        good.append(rec)
 
 
 def _read_line_chunk(chunk: Chunk) -> bytes:
@@ -389,19 +484,26 @@ def _read_line_chunk(chunk: Chunk) -> bytes:
         return f.read(chunk.byte_end - chunk.byte_start)
 
 
+def _json_object(line: bytes) -> Any:
+    """One JSONL row as an object, or the reason it is not one (never raises for the content of the row)."""
+    try:
+        return json.loads(line)
+    except UnicodeDecodeError:
+        return ValueError("row is not valid UTF-8")
+    except json.JSONDecodeError as e:
+        return ValueError(f"invalid JSON: {e.msg} at column {e.colno}")
+    except RecursionError:
+        return ValueError("invalid JSON: nested too deeply")
+    except ValueError as e:  # e.g. an integer with too many digits
+        return ValueError(f"invalid JSON: {e}")
+
+
 def _jsonl_objects(chunk: Chunk) -> Iterator[tuple[int, Any, str]]:
     row = chunk.row_start
-    for line in _read_line_chunk(chunk).split(b"\n"):
+    for _, line in _records(iter(io.BytesIO(_read_line_chunk(chunk))), csv_quotes=False):
         if not line.strip():
             continue
-        excerpt = line[:EXCERPT_CHARS].decode("utf-8", "replace")
-        try:
-            obj: Any = json.loads(line)
-        except UnicodeDecodeError:
-            obj = ValueError("row is not valid UTF-8")
-        except json.JSONDecodeError as e:
-            obj = ValueError(f"invalid JSON: {e.msg} at column {e.colno}")
-        yield row, obj, excerpt
+        yield row, _json_object(line), line[:EXCERPT_CHARS].decode("utf-8", "replace")
         row += 1
 
 
@@ -413,7 +515,7 @@ def _image_folder_objects(chunk: Chunk, spec: SourceSpec) -> Iterator[tuple[int,
     listing, names_here = folder_listing(chunk.file)
     if chunk.file_bytes is not None and sum(b for _, b in listing) != chunk.file_bytes:
         # its chunks are slices of the registered listing: reading a changed folder would shift them
-        raise ValueError(
+        raise SourceChanged(
             f"image folder {chunk.file} changed since it was registered ({chunk.file_bytes:,} bytes of images then, "
             f"{sum(b for _, b in listing):,} now): put new images in a new folder, or register the source afresh"
         )
@@ -430,25 +532,41 @@ def _image_folder_objects(chunk: Chunk, spec: SourceSpec) -> Iterator[tuple[int,
         yield row, obj, rel
 
 
+def _csv_fields(record: bytes) -> list[str] | ValueError:
+    """One CSV record's fields, or the reason it cannot be read."""
+    try:
+        text = record.decode("utf-8")
+    except UnicodeDecodeError:
+        return ValueError("row is not valid UTF-8")
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as e:
+        return ValueError(f"invalid CSV: {e}")
+    if len(rows) != 1:  # the splitter gives one record; a bare carriage return can still end a line for the reader
+        return ValueError(f"invalid CSV: the row reads as {len(rows)} rows")
+    return rows[0]
+
+
 def _csv_objects(chunk: Chunk) -> Iterator[tuple[int, Any, str]]:
     with fsspec.open(chunk.file, "rb") as f:
-        header_line = f.readline()
-    header = next(csv.reader([header_line.decode("utf-8-sig", "replace")]))
-    data = _read_line_chunk(chunk)
-    text = data.decode("utf-8", "surrogateescape")
+        header_record = next((r for _, r in _records(iter(f), csv_quotes=True)), b"")
+    header = _csv_fields(header_record.decode("utf-8-sig", "replace").encode())
+    if isinstance(header, ValueError):
+        raise ValueError(f"{chunk.file}: the header row cannot be read ({header})")
     row = chunk.row_start
-    for record in csv.reader(io.StringIO(text, newline="")):
-        if not record or all(not c.strip() for c in record):
+    for _, record in _records(iter(io.BytesIO(_read_line_chunk(chunk))), csv_quotes=True):
+        if not record.strip():
             continue
-        excerpt = ",".join(record)
+        excerpt = record[:EXCERPT_CHARS].decode("utf-8", "replace")
+        fields = _csv_fields(record)
         obj: Any
-        if any("\udc80" <= ch <= "\udcff" for c in record for ch in c):
-            obj = ValueError("row is not valid UTF-8")
-        elif len(record) != len(header):
-            obj = ValueError(f"expected {len(header)} fields, got {len(record)}")
+        if isinstance(fields, ValueError):
+            obj = fields
+        elif len(fields) != len(header):
+            obj = ValueError(f"expected {len(header)} fields, got {len(fields)}")
         else:
-            obj = dict(zip(header, record, strict=True))
-        yield row, obj, excerpt.encode("utf-8", "replace").decode("utf-8", "replace")
+            obj = dict(zip(header, fields, strict=True))
+        yield row, obj, excerpt
         row += 1
 
 
@@ -469,7 +587,7 @@ def _parquet_frame(chunk: Chunk, spec: SourceSpec) -> tuple[pl.DataFrame, pl.Dat
         schema = lf.collect_schema()
     missing = [c for k, c in wanted.items() if c and c not in schema and k not in ("rating", "image_ref")]
     if missing:
-        raise ValueError(f"source {spec.name!r}: columns {missing} not in {chunk.file} (has {list(schema)})")
+        raise SourceError(f"source {spec.name!r}: columns {missing} not in {chunk.file} (has {list(schema)})")
     exprs, type_errors = [], []
     for key, col in wanted.items():
         if not col or col not in schema:
@@ -511,7 +629,43 @@ def _parquet_frame(chunk: Chunk, spec: SourceSpec) -> tuple[pl.DataFrame, pl.Dat
 
 
 def read_chunk(chunk: Chunk, spec: SourceSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Records and rejects of one chunk; ``records.height + rejects.height == chunk.row_count``."""
+    """Records and rejects of one chunk; ``records.height + rejects.height == chunk.row_count``.
+
+    Whatever the content does to a reader (a corrupt Parquet page, a file that is not
+    Parquet at all), the chunk's rows come back as rejects with the reason; only a fault
+    of the system (the file gone, the disk) fails the run.
+    """
+    try:
+        records, rejects = _read_chunk(chunk, spec)
+    except (OSError, SourceError):
+        raise
+    except Exception as e:  # noqa: BLE001 - content the reader cannot parse: every row of the chunk, quarantined
+        reason = f"unreadable {chunk.format} chunk: {type(e).__name__}: {str(e)[:300]}"
+        rows = [
+            {
+                "record_id": None,
+                "source_id": None,
+                "source": spec.name,
+                "partition": chunk.partition,
+                "file": chunk.file,
+                "row_index": i,
+                "reason": reason,
+                "raw_excerpt": "",
+            }
+            for i in range(chunk.row_start, chunk.row_start + chunk.row_count)
+        ]
+        no_records = validate_records(pl.DataFrame(schema=RAW_SCHEMA), spec, chunk)[0]
+        return no_records, pl.DataFrame(rows, schema=REJECT_SCHEMA)
+    if records.height + rejects.height != chunk.row_count:  # the registry and the reader disagree: a fault of the system
+        raise RuntimeError(
+            f"{chunk.partition}: registered with {chunk.row_count} rows, read {records.height + rejects.height}: re-register the source"
+        )
+    return records, rejects
+
+
+def _read_chunk(chunk: Chunk, spec: SourceSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
+    if chunk.format == "unreadable":
+        raise ValueError("the file could not be read when it was registered")
     if chunk.format == "parquet":
         records, rejects = _parquet_frame(chunk, spec)
     else:

@@ -29,6 +29,10 @@ LIST_COLUMNS = ("tags", *CATEGORY_COLUMNS, "unknown_tags", "prompt_tags", "rewri
 
 TOKENS_SCHEMA = {"record_id": pl.String, "pos": pl.UInt32, "token": pl.String, "given_category": pl.String}
 
+# No real tag is this long; a longer token is replaced by OVERLONG (unknown, flagged) before any parsing,
+# so every step's cost per token is bounded and a chunk is parsed in time linear in its size.
+MAX_TOKEN_CHARS = 256
+OVERLONG = "<overlong_tag>"
 _WEIGHT = re.compile(r"^(?P<body>.*\S)\s*:\s*-?\d+(?:\.\d+)?$")
 _OPENERS, _CLOSERS = "([{", ")]}"
 
@@ -119,6 +123,8 @@ def strip_weight(token: str) -> str:
     Escaped brackets (``saber \\(fate\\)``) are part of the tag and stay; emoticons such
     as ``:3`` or ``:d`` are tags and stay too.
     """
+    if len(token) > MAX_TOKEN_CHARS:  # never a real tag: left as is (clean_tags flags it), never parsed
+        return token
     t = token.strip()
     while len(t) >= 2 and t[0] in _OPENERS:
         closer = _CLOSERS[_OPENERS.index(t[0])]
@@ -236,6 +242,9 @@ def clean_tags(
     """
     tokens = split_tokens(records, columns, separator)
     tokens_in = tokens.height
+    tokens = tokens.with_columns(
+        pl.when(pl.col("token").str.len_chars() > MAX_TOKEN_CHARS).then(pl.lit(OVERLONG)).otherwise(pl.col("token")).alias("token")
+    )
     tokens, repaired = repair_mojibake(tokens)
     tokens, weighted = strip_prompt_weights(tokens)
     tokens = normalize_spelling(tokens).with_columns(pl.col("token").alias("spelled"))

@@ -9,6 +9,21 @@ from charassets.defs.resources import CatalogResource, LakeResource
 from charassets.domain.sources import REGISTRY_SCHEMA, Chunk, read_chunk, register
 
 REGISTRY = ("raw", "source_partitions")
+# every table with a row per record (or image) of a partition
+PARTITIONED_TABLES = [
+    ("raw", "records"),
+    ("raw", "rejects"),
+    ("clean", "tags"),
+    ("labels", "tag_attributes"),
+    ("features", "embeddings"),
+    ("models", "head_predictions"),
+    ("marts", "character_attributes"),
+    ("raw", "images"),
+    ("raw", "image_rejects"),
+    ("features", "image_signals"),
+    ("features", "image_embeddings"),
+    ("models", "image_head_predictions"),
+]
 
 
 def registered_chunks(lake: LakeResource, partitions: list[str]) -> dict[str, Chunk]:
@@ -29,6 +44,18 @@ def source_partitions(context: dg.AssetExecutionContext, lake: LakeResource, cat
         pl.concat([register(s) for s in catalog.sources().sources]) if catalog.sources().sources else pl.DataFrame(schema=REGISTRY_SCHEMA)
     )
     known = table.read(*REGISTRY) if table.exists(*REGISTRY) else pl.DataFrame(schema=REGISTRY_SCHEMA)
+    # a file replaced under the same name has a new content identity, so new partition keys: its old
+    # partitions are retired explicitly (rows deleted from every table, keys removed), never left to mix
+    retired = known.join(current.select("file").unique(), on="file", how="semi").join(
+        current.select("partition"), on="partition", how="anti"
+    )
+    if retired.height:
+        keys = retired.get_column("partition").to_list()
+        deleted = {f"{st}/{nm}": table.delete_partitions(st, nm, keys) for st, nm in PARTITIONED_TABLES}
+        context.log.warning(f"{len(keys)} partitions of replaced files retired: {keys[:5]}; rows deleted: {deleted}")
+        for key in keys:
+            context.instance.delete_dynamic_partition(record_chunks.name, key)
+        known = known.join(retired.select("partition"), on="partition", how="anti")
     new = current.join(known.select("partition"), on="partition", how="anti")
     changed = current.join(known, on=["partition", "file_bytes", "row_count"], how="anti").join(
         new.select("partition"), on="partition", how="anti"
@@ -48,6 +75,7 @@ def source_partitions(context: dg.AssetExecutionContext, lake: LakeResource, cat
         metadata={
             "partitions": registry.height,
             "new_partitions": new.height,
+            "retired_partitions": retired.height,
             "changed_partitions": changed.height,
             "rows": int(registry.get_column("row_count").sum()),
             "largest_partition_rows": int(registry.get_column("row_count").max() or 0),
