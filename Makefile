@@ -3,8 +3,9 @@ PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 export DAGSTER_HOME := $(CURDIR)
 N ?= 100000
+EXAMPLES ?= 500
 
-.PHONY: setup demo test dev mlflow app lint bench bench-images vocab clean
+.PHONY: setup demo test test-hostile dev mlflow app lint bench bench-images vocab clean
 
 $(VENV_STAMP): pyproject.toml
 	test -d .venv || python3 -m venv .venv
@@ -19,6 +20,9 @@ demo: $(VENV_STAMP)  ## generate the demo dataset and materialize the whole grap
 
 test: $(VENV_STAMP)  ## run every test
 	$(PY) -m pytest -q
+
+test-hostile: $(VENV_STAMP)  ## the property-based hostile-input suite with more examples: make test-hostile EXAMPLES=500
+	CHARASSETS_HYPOTHESIS_EXAMPLES=$(EXAMPLES) $(PY) -m pytest -q charassets_tests/test_hostile_input.py
 
 dev: $(VENV_STAMP)  ## Dagster UI on http://127.0.0.1:3000
 	.venv/bin/dagster dev -h 127.0.0.1 -p 3000

@@ -228,11 +228,15 @@ def test_models_compare_prints_versions_side_by_side(trained, monkeypatch):
     defs, _, _ = trained
     store = defs.resources["mlflow_store"]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store.tracking_uri)
-    result = CliRunner().invoke(main, ["models", "compare", "Hair Color"])
+    result = CliRunner().invoke(main, ["models", "compare", "hair color"])  # names match in any case
     assert result.exit_code == 0, result.output
+    assert "char-rule  baseline" in result.output and "firing" in result.output  # the columns are explained
+    unknown = CliRunner().invoke(main, ["models", "compare", "hair colour"])
+    assert unknown.exit_code == 1 and "attributes are: Age" in unknown.output and "Traceback" not in unknown.output
     lines = result.output.strip().splitlines()
     assert lines[0].split()[:4] == ["model", "ver", "champ", "macro-F1"]
     rows = [line for line in lines[1:] if line.startswith("charassets-head-hair-color")]
+    assert all("nan" not in r and (" yes " in r or " no " in r) for r in rows)  # fills: yes or no, never a NaN threshold
     assert len(rows) == len(registry.versions("hair_color")) and sum("*" in r.split()[2] for r in rows) == 1
 
 

@@ -25,12 +25,11 @@ from hypothesis import strategies as st
 
 from charassets.cli import main
 from charassets.definitions import build_definitions
-from charassets.defs.runner import complete_partitions, run_partitions
+from charassets.defs.runner import run_partitions
 from charassets.domain.lake import Lake
 from charassets.domain.ontology import Ontology
 from charassets.domain.pipeline import clean_stage, label_stage, mart_stage
 from charassets.domain.sources import REJECT_SCHEMA, Chunk, SourcesConfig, read_chunk, register
-from charassets.domain.tags import MAX_TOKEN_CHARS, OVERLONG, strip_weight
 from charassets.domain.vocabulary import Vocabulary
 
 EXAMPLES = int(os.environ.get("CHARASSETS_HYPOTHESIS_EXAMPLES", "30"))
@@ -52,12 +51,10 @@ def _through_every_stage(cfg: SourcesConfig, vocabulary: Vocabulary, ontology: O
     totals = {"registered": 0, "records": 0, "rejects": 0, "final": 0}
     for row in registry.iter_rows(named=True):
         records, rejects = read_chunk(Chunk.from_row(row), spec)
-        assert rejects.get_column("reason").str.len_chars().min() or 0 >= 1 if rejects.height else True
         assert rejects.filter(pl.col("reason").is_null() | (pl.col("reason") == "")).height == 0  # every reason said
         clean, _ = clean_stage(records, spec, vocabulary)
         final = mart_stage(label_stage(clean, ontology), rejects, ontology)
-        Lake("memory://unused")  # (the lake is exercised by the graph tests; here the frames must be writable)
-        final.to_arrow()
+        final.to_arrow()  # writable: every string encodes (a lone surrogate used to fail the write)
         totals["registered"] += row["row_count"]
         totals["records"] += records.height
         totals["rejects"] += rejects.height
@@ -129,6 +126,7 @@ def test_a_file_that_is_not_parquet_is_one_quarantined_row(tmp_path, embedded_vo
 
 def test_overlong_tokens_are_flagged_not_parsed(embedded_vocabulary):
     from charassets.domain.pipeline import extract_one
+    from charassets.domain.tags import MAX_TOKEN_CHARS, OVERLONG, strip_weight
 
     token = "(" * 32_000
     assert strip_weight(token) == token  # never parsed: the parse of a token is bounded by MAX_TOKEN_CHARS
@@ -182,6 +180,8 @@ def test_a_file_replaced_under_its_name_is_new_partitions_and_the_old_are_retire
 
 
 def test_missing_is_decided_by_the_lake_not_the_event_log(tmp_path):
+    from charassets.defs.runner import complete_partitions
+
     sources = _jsonl_source(tmp_path / "data", [{"id": str(i), "tags": "1girl, solo"} for i in range(12)])
     env = _env(tmp_path, sources)
     with dg.DagsterInstance.ephemeral() as instance:
