@@ -135,6 +135,31 @@ def _run(
     click.echo(f"Lake (Delta tables):  {lake.root}/<stage>/<table>")
     click.echo(f"Exports (JSONL/Parquet + schema.json): {lake.root}/exports/character_attributes")
     click.echo("Dagster UI:           make dev  ->  http://127.0.0.1:3000  (runs, partitions, checks, metadata)")
+    if train_heads:
+        click.echo(f"Dataset report:       {lake.root}/reports/dataset_report.html  (charassets report --open)")
+
+
+@main.command()
+@click.option("--open", "open_it", is_flag=True, help="open the report in the default browser")
+def report(open_it: bool) -> None:
+    """Build the dataset report from every partition of the lake and print its path."""
+    _dagster_home()
+    import dagster as dg
+
+    from charassets.definitions import build_definitions
+    from charassets.defs.runner import build_report
+
+    defs = build_definitions()
+    lake = defs.resources["lake"].lake()  # type: ignore[union-attr]
+    if not lake.exists("marts", "character_attributes"):
+        raise click.ClickException("no final table yet: run `make demo` or `charassets run` first")
+    with dg.DagsterInstance.get() as instance:
+        path = build_report(defs, instance, log_level="WARNING")
+    click.echo(path)
+    if open_it:
+        import webbrowser
+
+        webbrowser.open(Path(path).resolve().as_uri() if "://" not in path else path)
 
 
 @main.command()

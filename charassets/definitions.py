@@ -31,6 +31,7 @@ from charassets.defs.jobs import (
     prepare_records,
     publish,
     register_sources,
+    report,
     train_heads,
 )
 from charassets.defs.labels.assets import tag_attributes
@@ -43,6 +44,7 @@ from charassets.defs.models.image_heads import image_head_predictions, image_hea
 from charassets.defs.models.predictions import head_predictions
 from charassets.defs.raw.assets import raw_records, source_partitions
 from charassets.defs.raw.images import raw_images
+from charassets.defs.reports.assets import dataset_report
 from charassets.defs.resources import DEMO_RECORDS, CatalogResource, EmbedderResource, ImageModelsResource, LakeResource, MlflowResource
 from charassets.domain.ontology import DEFAULT_ONTOLOGY
 
@@ -101,6 +103,7 @@ ASSETS = [
     image_heads,
     image_head_predictions,
     character_attributes_deduplicated,
+    dataset_report,
 ]
 
 
@@ -108,7 +111,17 @@ def build_definitions(env: dict[str, str] | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=[checks.row_accounting_all_partitions],
-        jobs=[register_sources, character_pipeline, prepare_records, train_heads, build_profiles, publish, deduplicate, maintain_lake_job],
+        jobs=[
+            register_sources,
+            character_pipeline,
+            prepare_records,
+            train_heads,
+            build_profiles,
+            publish,
+            deduplicate,
+            report,
+            maintain_lake_job,
+        ],
         schedules=[maintenance_schedule],
         resources=resources_from_env(env),
         # one process per run: partitions are processed in turn inside it (see defs/partitions.py)

@@ -60,3 +60,8 @@ deduplicate = dg.define_asset_job(
     selection=DEDUPLICATE,
     description="Cluster near-duplicate images over every partition and write the deduplicated view of the final table.",
 )
+report = dg.define_asset_job(
+    "report",
+    selection=dg.AssetSelection.assets(["reports", "dataset_report"]),
+    description="Build the dataset report (HTML and JSON under <lake>/reports) from every partition.",
+)

@@ -232,4 +232,14 @@ def build_everything(
     if lake.exists("raw", "images"):  # text-only data has nothing to deduplicate (its view would be a copy)
         defs.resolve_job_def("deduplicate").execute_in_process(instance=instance, run_config=_log_config(log_level), raise_on_error=True)
         seconds["deduplicate_s"] = round(time.perf_counter() - t3, 1)
+    t4 = time.perf_counter()
+    build_report(defs, instance, log_level)
+    seconds["report_s"] = round(time.perf_counter() - t4, 1)
     return BuildReport(prepared, trained, published, seconds)
+
+
+def build_report(defs: dg.Definitions, instance: dg.DagsterInstance, log_level: str = "INFO") -> str:
+    """Materialize ``reports/dataset_report``; returns the HTML file's URI."""
+    result = defs.resolve_job_def("report").execute_in_process(instance=instance, run_config=_log_config(log_level), raise_on_error=True)
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(["reports", "dataset_report"])]
+    return str(event.materialization.metadata["html"].value)

@@ -112,6 +112,19 @@ def champion_tags(field_key: str) -> dict[str, str]:
         return {}
 
 
+def champion_report(field_key: str) -> dict | None:
+    """The champion's evaluation report (metrics with per-class figures, baselines, label counts), if any."""
+    champ = champion(field_key)
+    if champ is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=champ[1], artifact_path="evaluation/report.json", dst_path=tmp)
+        except (OSError, mlflow.exceptions.MlflowException):
+            return None
+        return json.loads(Path(path).read_text())
+
+
 def load_head(run_id: str) -> TrainedHead:
     """The head of a run, from its safetensors files."""
     with tempfile.TemporaryDirectory() as tmp:

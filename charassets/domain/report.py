@@ -1,0 +1,352 @@
+"""The dataset report: distributions, the long tail, label noise and examples, from every partition.
+
+Every figure comes from lazy scans of the Delta tables aggregated with the streaming
+engine, so memory grows with the number of distinct values (characters, tags), not with
+records. ``dataset_figures`` returns the figures as plain data (the JSON file);
+``report_plots`` draws them with matplotlib; ``render_html`` fills the Jinja template into
+one self-contained HTML file (plots and thumbnails inlined as data URIs).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from charassets.domain.extraction import UNKNOWN
+from charassets.domain.lake import Lake
+from charassets.domain.ontology import Ontology
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "dataset_report.html.j2"
+FINAL = ("marts", "character_attributes")
+TOP_VALUES = 15
+N_EXAMPLES = 24
+N_NOISE_EXAMPLES = 20
+
+
+def _streamed(lf: pl.LazyFrame) -> pl.DataFrame:
+    # no predicate pushdown into the Delta scan: polars cannot read Delta statistics of struct columns
+    return lf.collect(engine="streaming", optimizations=pl.QueryOptFlags(predicate_pushdown=False))
+
+
+def _overview(lake: Lake) -> dict[str, Any]:
+    final = lake.scan(*FINAL)
+    by_status = dict(_streamed(final.group_by("status").agg(pl.len())).sort("status").iter_rows())
+    reasons = _streamed(
+        final.filter(pl.col("status") == "rejected")
+        .group_by(pl.col("reason").str.replace_all(r"\d+", "N").alias("reason"))
+        .agg(pl.len().alias("n"))
+        .sort("n", "reason", descending=[True, False])
+        .head(20)
+    )
+    sources = _streamed(
+        final.group_by("source").agg(pl.col("partition").n_unique().alias("partitions"), pl.len().alias("records")).sort("source")
+    )
+    out: dict[str, Any] = {
+        "records": int(sum(by_status.values())),
+        "by_status": {k: int(v) for k, v in by_status.items()},
+        "reject_reasons": reasons.to_dicts(),
+        "sources": sources.to_dicts(),
+        "partitions": int(sources.get_column("partitions").sum()) if sources.height else 0,
+        "duplicates": None,
+    }
+    if lake.exists("features", "image_clusters"):
+        clusters = _streamed(lake.scan("features", "image_clusters").select("cluster_id", "cluster_size"))
+        multi = clusters.filter(pl.col("cluster_size") > 1)
+        out["duplicates"] = {
+            "images": clusters.height,
+            "clusters_with_several_images": multi.get_column("cluster_id").n_unique(),
+            "images_in_such_clusters": multi.height,
+        }
+    return out
+
+
+def _field_figures(lake: Lake, ontology: Ontology) -> dict[str, Any]:
+    ok = lake.scan(*FINAL).filter(pl.col("status") == "ok")
+    n_ok = int(_streamed(ok.select(pl.len())).item())
+    fields: dict[str, Any] = {}
+    for f in ontology.fields:
+        v = pl.col(f.key).struct
+        multi = f.cardinality == "multi"
+        unknown = (v.field("value").list.len() == 0) if multi else (v.field("value") == UNKNOWN)
+        stats = _streamed(
+            ok.select(
+                unknown.sum().alias("unknown"),
+                pl.col("flags").list.contains(f"conflict_resolved:{f.key}").sum().alias("conflict_resolved"),
+                (pl.col("flags").list.contains(f"conflict:{f.key}") | pl.col("flags").list.contains(f"several:{f.key}"))
+                .sum()
+                .alias("conflicts"),
+            )
+        ).row(0, named=True)
+        values = ok.select(v.field("value").alias("value"))
+        if multi:
+            values = values.explode("value")
+        counts = _streamed(
+            values.filter(pl.col("value").is_not_null() & (pl.col("value") != UNKNOWN)).group_by("value").agg(pl.len().alias("n"))
+        )
+        counts = counts.sort("n", "value", descending=[True, False])
+        sources = _streamed(ok.filter(~unknown).group_by(v.field("source").alias("source")).agg(pl.len().alias("n")))
+        fields[f.name] = {
+            "key": f.key,
+            "multi": multi,
+            "records_ok": n_ok,
+            "unknown": int(stats["unknown"] or 0),
+            "unknown_rate": round((stats["unknown"] or 0) / n_ok, 4) if n_ok else None,
+            "distinct_values": counts.height,
+            "values": [
+                {"value": val, "n": int(n), "share": round(n / n_ok, 4) if n_ok else None} for val, n in counts.head(TOP_VALUES).iter_rows()
+            ],
+            "sources": {str(s): int(n) for s, n in sources.sort("source", nulls_last=True).iter_rows()},
+            "conflict_resolved": int(stats["conflict_resolved"] or 0),
+            "in_post_conflicts": int(stats["conflicts"] or 0),
+            "fill": list(f.fill),
+        }
+    return fields
+
+
+def _coverage(counts: list[int], share: float) -> int:
+    """How many of the largest counts make up ``share`` of the total."""
+    total, running = sum(counts), 0
+    for i, n in enumerate(counts, 1):
+        running += n
+        if running >= share * total:
+            return i
+    return len(counts)
+
+
+def _long_tail(lake: Lake, heads: dict[str, list[dict]]) -> dict[str, Any]:
+    ok = lake.scan(*FINAL).filter((pl.col("status") == "ok") & (pl.col("characters").list.len() == 1))
+    chars = _streamed(ok.group_by(pl.col("characters").list.first().alias("character")).agg(pl.len().alias("n"))).sort(
+        "n", "character", descending=[True, False]
+    )
+    counts = chars.get_column("n").to_list()
+    tags = pl.DataFrame(schema={"tag": pl.String, "n": pl.UInt32})
+    if lake.exists("clean", "tags"):
+        tags = _streamed(
+            lake.scan("clean", "tags")
+            .select(pl.col("tags").alias("tag"))
+            .explode("tag")
+            .drop_nulls()
+            .group_by("tag")
+            .agg(pl.len().alias("n"))
+        )
+        tags = tags.sort("n", "tag", descending=[True, False])
+    return {
+        "characters": {
+            "distinct": chars.height,
+            "single_character_records": int(sum(counts)),
+            "cover_50": _coverage(counts, 0.5),
+            "cover_90": _coverage(counts, 0.9),
+            "under_5_records": int(sum(1 for n in counts if n < 5)),
+            "top": chars.head(10).to_dicts(),
+            "rank_frequency": counts,
+        },
+        "tags": {"distinct": tags.height, "top": tags.head(10).to_dicts(), "rank_frequency": tags.get_column("n").to_list()},
+        "heads": heads,
+    }
+
+
+def _label_noise(lake: Lake, ontology: Ontology) -> dict[str, Any]:
+    ok = lake.scan(*FINAL).filter(pl.col("status") == "ok")
+    flags = ok.select("record_id", "flags").explode("flags").drop_nulls("flags")
+    contra = flags.filter(pl.col("flags").str.starts_with("contradicts_profile:")).with_columns(
+        pl.col("flags").str.extract(r"^contradicts_profile:([a-z_]+)=(.*)$", 1).alias("key"),
+        pl.col("flags").str.extract(r"^contradicts_profile:([a-z_]+)=(.*)$", 2).alias("profile_value"),
+    )
+    by_field = dict(_streamed(contra.group_by("key").agg(pl.len())).sort("key").iter_rows())
+    conflicts = _streamed(
+        flags.filter(pl.col("flags").str.contains(r"^(conflict|several|conflict_resolved):"))
+        .group_by(pl.col("flags").str.extract(r":([a-z_]+)$", 1).alias("key"), pl.col("flags").str.extract(r"^([a-z_]+):", 1).alias("kind"))
+        .agg(pl.len().alias("n"))
+    ).sort("key", "kind")
+    names = {f.key: f.name for f in ontology.fields}
+    lowest: list[dict] = []
+    if lake.exists("marts", "character_profiles"):
+        prof = lake.read("marts", "character_profiles")
+        if prof.height:
+            lowest = (
+                prof.filter((pl.col("records") >= 5) & (pl.col("value") != "__stated__"))
+                .sort("agreement", "records", descending=[False, True])
+                .head(15)
+                .select(
+                    "character",
+                    pl.col("field").replace_strict(names, default=pl.col("field")).alias("field"),
+                    "value",
+                    "agreement",
+                    "records",
+                )
+                .to_dicts()
+            )
+    examples = _streamed(contra.sort("key", "record_id").group_by("key", maintain_order=True).head(4).head(N_NOISE_EXAMPLES))
+    if examples.height and lake.exists("clean", "tags"):
+        tags = _streamed(
+            lake.scan("clean", "tags").select("record_id", "tags").join(examples.lazy().select("record_id"), on="record_id", how="semi")
+        )
+        values = _streamed(
+            ok.join(examples.lazy().select("record_id").unique(), on="record_id", how="semi").select(
+                "record_id", *[pl.col(k).struct.field("value").cast(pl.String).alias(k) for k in by_field if k in names]
+            )
+        )
+        examples = examples.join(tags, on="record_id", how="left").join(values, on="record_id", how="left")
+        rows = [
+            {
+                "record_id": r["record_id"],
+                "field": names.get(r["key"], r["key"]),
+                "record_value": r.get(r["key"]),
+                "profile_value": r["profile_value"],
+                "tags": ", ".join(r["tags"] or []),
+            }
+            for r in examples.iter_rows(named=True)
+        ]
+    else:
+        rows = []
+    return {
+        "contradictions_by_field": {names.get(k, k): int(v) for k, v in by_field.items()},
+        "in_post_conflicts": [{"field": names.get(k, k), "kind": kind, "n": int(n)} for k, kind, n in conflicts.iter_rows()],
+        "lowest_agreement": lowest,
+        "examples": rows,
+    }
+
+
+def _thumbnails(lake: Lake, record_ids: list[str]) -> dict[str, str]:
+    if not record_ids or not lake.exists("raw", "images"):
+        return {}
+    found = _streamed(lake.scan("raw", "images").filter(pl.col("record_id").is_in(record_ids)).select("record_id", "thumbnail"))
+    return {rid: "data:image/webp;base64," + base64.b64encode(t).decode() for rid, t in found.iter_rows() if t}
+
+
+EXAMPLE_KINDS: list[tuple[str, int, pl.Expr]] = [
+    ("image only", 5, pl.col("flags").list.contains("image_only")),
+    (
+        "conflict",
+        5,
+        pl.col("flags").list.eval(pl.element().str.contains(r"^(conflict|several|conflict_resolved|contradicts_profile)")).list.any(),
+    ),
+    ("ambiguous", 4, pl.col("status") == "ambiguous"),
+    ("ok with an image", 3, (pl.col("status") == "ok") & pl.col("image").is_not_null()),
+    ("no character", 1, pl.col("status") == "no_character"),
+    ("rejected", 1, pl.col("status") == "rejected"),
+    ("ok", N_EXAMPLES, pl.col("status") == "ok"),  # fills what the other kinds left
+]
+
+
+def _examples(lake: Lake, ontology: Ontology) -> list[dict[str, Any]]:
+    """24 records covering image-only, conflicting, ambiguous and ok records (the first of each kind by record id)."""
+    final = lake.scan(*FINAL)
+    picked: list[dict] = []
+    seen: set[str] = set()
+    for kind, quota, cond in EXAMPLE_KINDS:
+        want = min(quota, N_EXAMPLES - len(picked))
+        if want <= 0:
+            break
+        rows = _streamed(final.filter(cond).sort("record_id").head(want + len(seen)))
+        for r in rows.iter_rows(named=True):
+            if r["record_id"] in seen or want == 0:
+                continue
+            seen.add(r["record_id"])
+            want -= 1
+            picked.append(
+                {
+                    "kind": kind,
+                    "record_id": r["record_id"],
+                    "status": r["status"],
+                    "reason": r["reason"],
+                    "flags": list(r["flags"] or []),
+                    "characters": list(r["characters"] or []),
+                    "attributes": {f.name: r[f.key] for f in ontology.fields if r.get(f.key) is not None},
+                    "image_ref": (r["image"] or {}).get("ref"),
+                }
+            )
+    thumbs = _thumbnails(lake, [p["record_id"] for p in picked if p["image_ref"]])
+    for p in picked:
+        p["thumbnail"] = thumbs.get(p["record_id"])
+    return picked
+
+
+def dataset_figures(lake: Lake, ontology: Ontology, heads: dict[str, list[dict]] | None = None) -> dict[str, Any]:
+    """Every figure of the report, as plain data (what the JSON file holds)."""
+    return {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "lake": lake.root,
+        "overview": _overview(lake),
+        "fields": _field_figures(lake, ontology),
+        "long_tail": _long_tail(lake, heads or {}),
+        "label_noise": _label_noise(lake, ontology),
+        "examples": _examples(lake, ontology),
+    }
+
+
+# ---------------------------------------------------------------------------- plots
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def report_plots(figures: dict[str, Any]) -> dict[str, str]:
+    """The report's charts as PNG data URIs: status, one bar chart per field, rank-frequency, head recall."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots: dict[str, str] = {}
+    status = figures["overview"]["by_status"]
+    fig, ax = plt.subplots(figsize=(5, 2.4))
+    ax.barh(list(status), list(status.values()), color="#4a7bb7")
+    ax.set(xlabel="records", title="records by status")
+    plots["status"] = _png(fig)
+    for name, f in figures["fields"].items():
+        values = f["values"][::-1]
+        fig, ax = plt.subplots(figsize=(5, 0.6 + 0.22 * max(len(values), 1)))
+        ax.barh([v["value"] for v in values] or ["(none)"], [v["n"] for v in values] or [0], color="#5b9e6b")
+        ax.set(xlabel="ok records", title=f"{name} (unknown {f['unknown_rate'] or 0:.0%})")
+        plots[f"field:{name}"] = _png(fig)
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for label, data in (
+        ("characters", figures["long_tail"]["characters"]["rank_frequency"]),
+        ("tags", figures["long_tail"]["tags"]["rank_frequency"]),
+    ):
+        if data:
+            ax.loglog(range(1, len(data) + 1), data, label=label)
+    ax.set(xlabel="rank", ylabel="records", title="rank-frequency (log-log)")
+    ax.legend()
+    plots["rank_frequency"] = _png(fig)
+    for field, classes in figures["long_tail"]["heads"].items():
+        if not classes:
+            continue
+        fig, ax = plt.subplots(figsize=(4.2, 3))
+        ax.scatter([c["support"] for c in classes], [c["recall"] for c in classes], s=14)
+        for c in classes:
+            ax.annotate(c["class"], (c["support"], c["recall"]), fontsize=6)
+        ax.set_xscale("log")
+        ax.set(xlabel="validation support (log)", ylabel="recall", ylim=(-0.05, 1.05), title=f"{field} head: recall by support")
+        plots[f"head:{field}"] = _png(fig)
+    return plots
+
+
+# ---------------------------------------------------------------------------- HTML
+
+
+def render_html(figures: dict[str, Any], plots: dict[str, str]) -> str:
+    """One self-contained HTML page: the figures, the charts and the thumbnails all inline."""
+    import jinja2
+
+    env = jinja2.Environment(autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined)
+    env.filters["pct"] = lambda x: "-" if x is None else f"{x:.1%}"
+    env.filters["tojson_compact"] = lambda x: json.dumps(x, ensure_ascii=False)
+    return env.from_string(TEMPLATE.read_text(encoding="utf-8")).render(f=figures, plots=plots)
+
+
+def figures_json(figures: dict[str, Any]) -> str:
+    return json.dumps(figures, indent=1, ensure_ascii=False, default=str)

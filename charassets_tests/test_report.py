@@ -1,0 +1,132 @@
+"""The dataset report, built on a small demo lake with pictures and opened in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from charassets.definitions import build_definitions
+from charassets.defs.runner import build_everything
+from charassets.domain.demo import generate
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SECTIONS = ["overview", "distributions", "long-tail", "label-noise", "examples"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    demo = generate(root / "demo", n=3000, rows_per_partition=1500)
+    folder = root / "pictures" / "set"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        colours = rng.integers(0, 255, (5, 5, 3), dtype=np.uint8)
+        Image.fromarray(colours).resize((120, 160), Image.Resampling.BICUBIC).save(folder / f"p{i}.png")
+        if i < 6:  # the rest are image-only records
+            (folder / f"p{i}.txt").write_text("1girl, solo, blue hair, smile")
+    (folder / "broken.png").write_bytes(b"not a picture")
+    sources = root / "sources.yaml"
+    demo_sources = demo.read_text().replace("uri: ordered", f"uri: {demo.parent}/ordered").replace("uri: danbooru", f"uri: {demo.parent}/danbooru")
+    sources.write_text(demo_sources + f"- name: pictures\n  uri: {root / 'pictures'}\n  format: images\n")
+    env = {"CHARASSETS_SOURCES": str(sources), "CHARASSETS_HOME": str(root), "CHARASSETS_EMBEDDER": "hashing:64"}
+    defs = build_definitions(env)
+    with dg.DagsterInstance.ephemeral() as instance:
+        report = build_everything(defs, instance, log_level="WARNING")
+        mats = instance.fetch_materializations(dg.AssetKey(["reports", "dataset_report"]), limit=1).records
+    lake = defs.resources["lake"].lake()
+    return root, lake, report, mats[0].asset_materialization.metadata
+
+
+def _at(figures: dict, path: str):
+    node = figures
+    for part in path.split("."):
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    return node
+
+
+def test_the_full_build_writes_the_report_and_its_metadata(built):
+    root, lake, report, metadata = built
+    assert "report_s" in report.seconds
+    html, js = Path(lake.root) / "reports" / "dataset_report.html", Path(lake.root) / "reports" / "dataset_report.json"
+    assert html.is_file() and js.is_file()
+    assert metadata["html"].value == str(html) and "records" in metadata["summary"].value and "data:image/png;base64," in metadata["summary"].value
+
+
+def test_json_counts_equal_direct_counts_on_the_tables(built):
+    _, lake, _, _ = built
+    figures = json.loads((Path(lake.root) / "reports" / "dataset_report.json").read_text())
+    final = lake.read("marts", "character_attributes")
+    assert figures["overview"]["records"] == final.height == int(lake.read("raw", "source_partitions")["row_count"].sum())
+    assert figures["overview"]["by_status"] == dict(final.group_by("status").len().iter_rows())
+    assert figures["overview"]["partitions"] == final.get_column("partition").n_unique()
+    ok = final.filter(pl.col("status") == "ok")
+    hair = figures["fields"]["Hair Color"]
+    assert hair["unknown"] == ok.filter(pl.col("hair_color").struct.field("value") == "unknown").height
+    counts = ok.group_by(pl.col("hair_color").struct.field("value")).len().filter(pl.col("value") != "unknown").sort("len", descending=True)
+    assert hair["values"][0] == {"value": counts["value"][0], "n": counts["len"][0], "share": round(counts["len"][0] / ok.height, 4)}
+    styles = ok.select(pl.col("hair_style").struct.field("value")).explode("value").drop_nulls()
+    assert sum(v["n"] for v in figures["fields"]["Hair Style"]["values"]) <= styles.height
+    single = ok.filter(pl.col("characters").list.len() == 1).select(pl.col("characters").list.first()).to_series().value_counts()
+    chars = figures["long_tail"]["characters"]
+    assert chars["distinct"] == single.height and chars["single_character_records"] == int(single["count"].sum())
+    assert chars["under_5_records"] == single.filter(pl.col("count") < 5).height
+    assert figures["overview"]["duplicates"]["images"] == lake.read("raw", "images").height
+    contradictions = ok.select(pl.col("flags").list.eval(pl.element().str.starts_with("contradicts_profile:hair_color")).list.any().sum()).item()
+    assert figures["label_noise"]["contradictions_by_field"].get("Hair Color", 0) == contradictions
+    kinds = {e["kind"] for e in figures["examples"]}
+    assert len(figures["examples"]) == 24 and {"image only", "ambiguous", "ok"} <= kinds
+    assert any(e["thumbnail"] for e in figures["examples"] if e["kind"] == "image only")
+    assert set(figures["long_tail"]["heads"]) >= {"Hair Color", "Gender"}  # per-class recall of the champions, from MLflow
+
+
+def test_the_html_opens_offline_with_every_section_image_and_number(built):
+    assert CHROMIUM, "Debian's chromium is needed for the browser tests (.ci/run installs it)"
+    from playwright.sync_api import sync_playwright
+
+    _, lake, _, _ = built
+    html = Path(lake.root) / "reports" / "dataset_report.html"
+    figures = json.loads(html.with_suffix(".json").read_text())
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-background-networking"], headless=True)
+        page = browser.new_page()
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(html.as_uri())
+        page.wait_for_load_state("load")
+        for section in SECTIONS:
+            assert page.locator(f"section#{section} h2").count() == 1, section
+        widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => [i.complete, i.naturalWidth])")
+        assert len(widths) >= 15 and all(done and w > 0 for done, w in widths)
+        figures_in_page = page.eval_on_selector_all("[data-figure]", "els => els.map(e => [e.dataset.figure, e.textContent.trim()])")
+        assert len(figures_in_page) >= 60
+        for path, text in figures_in_page:
+            assert text == str(_at(figures, path)), path
+        assert page.locator("#examples .example img").count() >= 5  # thumbnails beside the records
+        before = page.locator("#noise-examples tbody tr td:first-child").all_text_contents()
+        page.locator("#noise-examples th").nth(1).click()  # sortable by a column
+        after = page.locator("#noise-examples tbody tr td:nth-child(2)").all_text_contents()
+        assert after == sorted(after) and sorted(before) == sorted(page.locator("#noise-examples tbody tr td:first-child").all_text_contents())
+        browser.close()
+    assert all(u.startswith(("file:", "data:")) for u in requests)  # self-contained: nothing fetched from anywhere
+
+
+def test_report_command_prints_the_path(built, monkeypatch):
+    from charassets.cli import main
+
+    root, lake, _, _ = built
+    monkeypatch.setenv("CHARASSETS_HOME", str(root))
+    monkeypatch.setenv("CHARASSETS_EMBEDDER", "hashing:64")
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("CHARASSETS_SOURCES", str(root / "sources.yaml"))
+    result = CliRunner().invoke(main, ["report"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines()[-1] == str(Path(lake.root) / "reports" / "dataset_report.html")
