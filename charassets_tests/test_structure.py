@@ -42,6 +42,7 @@ def test_definitions_load_with_groups_per_stage():
         "models/image_heads": "models",
         "models/image_head_predictions": "models",
         "marts/character_attributes_deduplicated": "marts",
+        "reports/dataset_report": "reports",
     }
     for key in graph.get_all_asset_keys():
         assert graph.get(key).description, f"{key} has no description"

@@ -5,22 +5,29 @@ Handled: empty files, non-images, truncated or corrupt data, decompression bombs
 (the first frame is used, and the frame count kept), every Pillow mode (CMYK, P with
 transparency, LA/RGBA over white, 16-bit and float greyscale scaled to 8 bits) and EXIF
 orientation. Paths are confined to their source root.
+
+High-bit-depth images (16-bit and 32-bit integer, float) are scaled to 8 bits by Pillow
+itself, after shrinking them to at most ``HIGH_DEPTH_SIDE`` on the long side: memory stays
+near the size of the decoded file (no float64 copy of a 40-megapixel image).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import imagehash
-import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_PIXELS = 40_000_000  # ~6,300 x 6,300; larger is treated as a decompression bomb
 THUMBNAIL = 256
+HIGH_DEPTH_SIDE = 2048  # 16-bit, 32-bit and float images are shrunk to this (long side) before going to 8 bits
+WORKING_SIDE = 1024  # the working copy's long side (the face detector works at this size anyway)
+WORKING_ORIGINAL_BYTES = 2**20  # a file at most this big, and no larger than WORKING_SIDE, is its own working copy
 
 
 class ImageRejected(ValueError):
@@ -29,8 +36,8 @@ class ImageRejected(ValueError):
 
 @dataclass(frozen=True)
 class DecodedImage:
-    image: Image.Image  # RGB, EXIF orientation applied
-    width: int
+    image: Image.Image  # RGB, EXIF orientation applied (a high-bit-depth image: at most HIGH_DEPTH_SIDE on its long side)
+    width: int  # the picture's own size, EXIF orientation applied
     height: int
     format: str
     mode: str  # the mode as stored, before conversion
@@ -48,6 +55,23 @@ class DecodedImage:
         ImageOps.contain(self.image, (size, size)).save(buf, format="WEBP", quality=90)
         return buf.getvalue()
 
+    def working_copy(self, original: bytes, side: int = WORKING_SIDE) -> bytes:
+        """Bytes that decode to this image at most ``side`` on its long side: what later stages read instead of the source.
+
+        A small file (at most ``side`` and ``WORKING_ORIGINAL_BYTES``) is kept as it is (decoding
+        it again gives the very same image); otherwise the image is shrunk the way the face
+        detector shrinks it (bilinear) and stored as lossless WebP (colours stay exact).
+        """
+        if max(self.width, self.height) <= side and len(original) <= WORKING_ORIGINAL_BYTES:
+            return original
+        im = self.image
+        if max(im.size) > side:
+            scale = side / max(im.size)
+            im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.BILINEAR)
+        buf = io.BytesIO()
+        im.save(buf, format="WEBP", lossless=True, quality=0, method=0)
+        return buf.getvalue()
+
 
 def confine(root: str | Path, relative: str | Path) -> Path:
     """``root/relative`` resolved (symlinks included); an error if it leaves ``root``."""
@@ -58,13 +82,35 @@ def confine(root: str | Path, relative: str | Path) -> Path:
     return path
 
 
-def to_rgb(im: Image.Image) -> Image.Image:
-    """Any Pillow mode as 8-bit RGB; transparency is composited over white."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        a = np.asarray(im, dtype=np.float64)
-        lo, hi = float(a.min()), float(a.max())
-        scaled = np.zeros_like(a) if hi <= lo else (a - lo) * (255.0 / (hi - lo))
-        return Image.fromarray(scaled.round().astype(np.uint8), mode="L").convert("RGB")
+HIGH_DEPTH_MODES = ("I", "F")  # and every "I;16..." mode
+
+
+def _high_depth_to_l(im: Image.Image, max_side: int) -> Image.Image:
+    """A 16-bit, 32-bit or float image as 8-bit greyscale, its range stretched to 0-255.
+
+    Shrunk first (Pillow resamples these modes natively), then scaled by Pillow's own
+    per-pixel transform: the full-size image is never copied, let alone as float64.
+    """
+    if max(im.size) > max_side:
+        scale = max_side / max(im.size)
+        im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.BOX)
+    if im.mode not in HIGH_DEPTH_MODES:  # I;16, I;16B...: as 32-bit integers (small by now)
+        im = im.convert("I")
+    lo, hi = im.getextrema()
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:  # flat, or NaN/infinite floats
+        return Image.new("L", im.size, 0)
+    scale = 255.0 / (hi - lo)
+    offset = -lo * scale + 0.5  # the conversion to 8 bits truncates: +0.5 rounds
+    return im.point(lambda v: v * scale + offset).convert("L")
+
+
+def to_rgb(im: Image.Image, max_side: int = HIGH_DEPTH_SIDE) -> Image.Image:
+    """Any Pillow mode as 8-bit RGB; transparency is composited over white.
+
+    High-bit-depth modes are scaled to 8 bits and, when larger, shrunk to ``max_side``.
+    """
+    if im.mode in HIGH_DEPTH_MODES or im.mode.startswith("I;16"):
+        return _high_depth_to_l(im, max_side).convert("RGB")
     if im.mode == "P":
         im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
     if im.mode in ("LA", "RGBA", "PA", "La", "RGBa"):
@@ -89,8 +135,10 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> DecodedImage:
             frames = int(getattr(im, "n_frames", 1))
             im.seek(0)
             im.load()
-            im = ImageOps.exif_transpose(im)
+            ImageOps.exif_transpose(im, in_place=True)  # in place: no copy of an upright image
+            w, h = im.size
             rgb = to_rgb(im)
+            del im
     except ImageRejected:
         raise
     except UnidentifiedImageError:
@@ -99,4 +147,4 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> DecodedImage:
         raise ImageRejected(f"decompression bomb: {e}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageRejected(f"corrupt or truncated image data: {e}") from None
-    return DecodedImage(rgb, rgb.width, rgb.height, fmt, mode, frames, digest, str(imagehash.phash(rgb)))
+    return DecodedImage(rgb, w, h, fmt, mode, frames, digest, str(imagehash.phash(rgb)))

@@ -31,9 +31,12 @@ def image_signals(
         if key not in with_images or not table.exists("raw", "images"):
             return {"images": 0}
         chunk, spec = with_images[key]
-        decoded = table.scan("raw", "images", [key]).select("record_id").collect()
-        records = table.read("raw", "records", [key]).join(decoded, on="record_id", how="semi")
-        signals = signals_stage(records, chunk, spec, image_models.backend, ontology)
+        scan = table.scan("raw", "images", [key])
+        # images fetched over http(s) are read from their working copy: a URL is fetched once per run
+        copy = pl.col("working_copy") if "working_copy" in scan.collect_schema().names() else pl.lit(None, pl.Binary).alias("working_copy")
+        decoded = scan.select("record_id", "width", "height", copy).collect()
+        records = table.read("raw", "records", [key]).join(decoded.select("record_id"), on="record_id", how="semi")
+        signals = signals_stage(records, chunk, spec, image_models.backend, ontology, decoded)
         table.write_partitions("features", "image_signals", signals, [key])
         last[:] = [signals]
         counts = dict(signals.group_by("status").len().iter_rows())

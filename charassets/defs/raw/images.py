@@ -27,7 +27,10 @@ def image_partitions(lake: LakeResource, catalog: CatalogResource, keys: list[st
             deps=[dg.AssetKey(["raw", "records"])],
             group_name="raw",
             kinds={"delta", "pillow"},
-            description="Per record with an image: size, format, mode, frames, sha256, perceptual hash and a WebP thumbnail.",
+            description=(
+                "Per record with an image: size, format, mode, frames, sha256, perceptual hash and a WebP thumbnail"
+                " (and, for an image fetched over http(s), a working copy: no later stage fetches it again)."
+            ),
         ),
         dg.AssetSpec(
             ["raw", "image_rejects"],
@@ -85,7 +88,7 @@ def raw_images(context: dg.AssetExecutionContext, lake: LakeResource, catalog: C
             **t,
             "partitions_with_images": len(with_images),
             "per_partition": per_partition(stats),
-            "preview": preview(images.drop("thumbnail")) if images.height else "no images in this run",
+            "preview": preview(images.drop("thumbnail", "working_copy")) if images.height else "no images in this run",
         },
         check_results=[
             dg.AssetCheckResult(
