@@ -99,13 +99,17 @@ def built(tmp_path_factory):
     sources = root / "sources.yaml"
     sources.write_text(
         f"sources:\n- name: folder\n  uri: {root / 'kohya'}\n  format: images\n  rows_per_partition: 30\n"
-        f"- name: table\n  uri: {table_dir / 'rows.parquet'}\n  images: true\n"
+        f"- name: table\n  uri: {table_dir / 'rows.parquet'}\n  images: true\n  remote_images: true\n"
     )
     env = {"CHARASSETS_SOURCES": str(sources), "CHARASSETS_LAKE": str(root / "lake"), "CHARASSETS_HOME": str(root)}
+    from charassets.domain import image_fetch
+
+    image_fetch.ALLOW_PRIVATE_HOSTS.add("127.0.0.1")  # the test's own HTTP server, on loopback
     defs = build_definitions(env)
     instance = dg.DagsterInstance.ephemeral()
     report = build_everything(defs, instance, log_level="WARNING")
     yield defs, instance, defs.resources["lake"].lake(), report, root
+    image_fetch.ALLOW_PRIVATE_HOSTS.discard("127.0.0.1")
     httpd.shutdown()
 
 

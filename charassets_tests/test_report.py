@@ -35,7 +35,9 @@ def built(tmp_path_factory):
             (folder / f"p{i}.txt").write_text("1girl, solo, blue hair, smile")
     (folder / "broken.png").write_bytes(b"not a picture")
     sources = root / "sources.yaml"
-    demo_sources = demo.read_text().replace("uri: ordered", f"uri: {demo.parent}/ordered").replace("uri: danbooru", f"uri: {demo.parent}/danbooru")
+    demo_sources = (
+        demo.read_text().replace("uri: ordered", f"uri: {demo.parent}/ordered").replace("uri: danbooru", f"uri: {demo.parent}/danbooru")
+    )
     sources.write_text(demo_sources + f"- name: pictures\n  uri: {root / 'pictures'}\n  format: images\n")
     env = {"CHARASSETS_SOURCES": str(sources), "CHARASSETS_HOME": str(root), "CHARASSETS_EMBEDDER": "hashing:64"}
     defs = build_definitions(env)
@@ -58,7 +60,11 @@ def test_the_full_build_writes_the_report_and_its_metadata(built):
     assert "report_s" in report.seconds
     html, js = Path(lake.root) / "reports" / "dataset_report.html", Path(lake.root) / "reports" / "dataset_report.json"
     assert html.is_file() and js.is_file()
-    assert metadata["html"].value == str(html) and "records" in metadata["summary"].value and "data:image/png;base64," in metadata["summary"].value
+    assert (
+        metadata["html"].value == str(html)
+        and "records" in metadata["summary"].value
+        and "data:image/png;base64," in metadata["summary"].value
+    )
 
 
 def test_json_counts_equal_direct_counts_on_the_tables(built):
@@ -80,7 +86,9 @@ def test_json_counts_equal_direct_counts_on_the_tables(built):
     assert chars["distinct"] == single.height and chars["single_character_records"] == int(single["count"].sum())
     assert chars["under_5_records"] == single.filter(pl.col("count") < 5).height
     assert figures["overview"]["duplicates"]["images"] == lake.read("raw", "images").height
-    contradictions = ok.select(pl.col("flags").list.eval(pl.element().str.starts_with("contradicts_profile:hair_color")).list.any().sum()).item()
+    contradictions = ok.select(
+        pl.col("flags").list.eval(pl.element().str.starts_with("contradicts_profile:hair_color")).list.any().sum()
+    ).item()
     assert figures["label_noise"]["contradictions_by_field"].get("Hair Color", 0) == contradictions
     kinds = {e["kind"] for e in figures["examples"]}
     assert len(figures["examples"]) == 24 and {"image only", "ambiguous", "ok"} <= kinds
@@ -114,7 +122,9 @@ def test_the_html_opens_offline_with_every_section_image_and_number(built):
         before = page.locator("#noise-examples tbody tr td:first-child").all_text_contents()
         page.locator("#noise-examples th").nth(1).click()  # sortable by a column
         after = page.locator("#noise-examples tbody tr td:nth-child(2)").all_text_contents()
-        assert after == sorted(after) and sorted(before) == sorted(page.locator("#noise-examples tbody tr td:first-child").all_text_contents())
+        assert after == sorted(after) and sorted(before) == sorted(
+            page.locator("#noise-examples tbody tr td:first-child").all_text_contents()
+        )
         browser.close()
     assert all(u.startswith(("file:", "data:")) for u in requests)  # self-contained: nothing fetched from anywhere
 

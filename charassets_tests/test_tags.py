@@ -168,6 +168,9 @@ def test_embedded_default_is_the_full_danbooru_list_plus_the_project_tags(embedd
         ("blondehair", "blonde_hair"),
         ("t-shirt", "t-shirt"),  # a hyphenated tag stays
         ("doublebun", "double_bun"),  # unambiguous in the vocabulary
+        ("oda-nobunaga-(koha-ace)", "oda_nobunaga_(koha-ace)"),  # separators swapped throughout a name
+        ("code:002", "zero_two_(darling_in_the_franxx)"),  # a name with a colon, not a prompt weight
+        ("reverse:1999", "reverse:1999"),
     ],
 )
 def test_real_spellings_resolve_to_canonical_tags(written, canonical, embedded_vocabulary):

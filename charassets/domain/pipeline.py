@@ -158,7 +158,13 @@ def fill_gaps(labels: pl.DataFrame, ontology: Ontology, profiles: pl.DataFrame |
                     _value(pl.col("_pv"), pl.col("_pc"), pl.concat_list(pl.lit("profile:") + pl.col("_character")), "profile"),
                 )
             )
-            contradiction = ok & (value != UNKNOWN) & pl.col("_pv").is_not_null() & (value != pl.col("_pv"))
+            contradiction = (
+                ok
+                & (value != UNKNOWN)
+                & pl.col("_pv").is_not_null()
+                & (value != pl.col("_pv"))
+                & ~pl.col("flags").list.contains(f"several:{f.key}")  # several values named: not a contradiction of one
+            )
             df = df.with_columns(
                 pl.when(contradiction)
                 .then(pl.concat_list(pl.col("flags"), pl.concat_list(pl.lit(f"contradicts_profile:{f.key}=") + pl.col("_pv"))))

@@ -61,8 +61,8 @@ def multi_profile_fields(ontology: Ontology) -> list[FieldSpec]:
 
 
 def direct_rules(ontology: Ontology, field_name: str) -> pl.DataFrame:
-    """Tags that are direct evidence (rank >= 1, not the ``weak`` tier) for a field: ``tag``."""
-    return ontology.rules.filter((pl.col("field") == field_name) & (pl.col("rank") >= 1)).select("tag")
+    """Tags that are direct evidence (rank >= 1, not the ``weak`` tier) for a field: ``tag, value``."""
+    return ontology.rules.filter((pl.col("field") == field_name) & (pl.col("rank") >= 1)).select("tag", "value")
 
 
 def value_counts(labels: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
@@ -73,16 +73,22 @@ def value_counts(labels: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
     parts = []
     for f in profile_fields(ontology):
         v = pl.col(f.key).struct
+        several = pl.col("flags").list.contains(f"several:{f.key}")
         stated = single.filter((v.field("source") == "tags") & (v.field("value") != UNKNOWN)).select(
-            "record_id", "character", v.field("value").alias("value"), v.field("evidence").alias("evidence")
+            "record_id", "character", several.alias("several"), v.field("value").alias("value"), v.field("evidence").alias("evidence")
         )
         # only direct evidence describes the character: a school uniform in one post is an outfit, not an age
         direct = direct_rules(ontology, f.name)
-        direct_ids = stated.select("record_id", pl.col("evidence").alias("tag")).explode("tag").join(direct, on="tag", how="semi")
+        named = stated.select("record_id", "character", "several", pl.col("evidence").alias("tag")).explode("tag").join(direct, on="tag")
+        # a post naming several values (``several:``) counts for each of them: "first listed" would be
+        # the alphabetically first colour in Danbooru's sorted tag strings, not the most salient one
         parts.append(
-            stated.join(direct_ids.select("record_id").unique(), on="record_id", how="semi").select(
-                "character", pl.lit(f.key).alias("field"), "value"
-            )
+            named.filter("several").select("record_id", "character", pl.lit(f.key).alias("field"), "value").unique().drop("record_id")
+        )
+        parts.append(
+            stated.filter(~pl.col("several"))
+            .join(named.select("record_id").unique(), on="record_id", how="semi")
+            .select("character", pl.lit(f.key).alias("field"), "value")
         )
     for f in multi_profile_fields(ontology):
         stated = single.filter((pl.col(f.key).struct.field("source") == "tags") & (pl.col(f.key).struct.field("value").list.len() > 0))

@@ -143,9 +143,25 @@ def strip_weight(token: str) -> str:
     return t
 
 
-def strip_prompt_weights(tokens: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-    """Remove prompt-emphasis syntax around tags (see :func:`strip_weight`)."""
-    return _map_distinct(tokens, r"^\s*[\(\[\{]|:\s*-?\d+(\.\d+)?\s*[\)\]\}]*\s*$|[\)\]\}]\s*$", strip_weight)
+_WEIGHTED = r"^\s*[\(\[\{]|:\s*-?\d+(\.\d+)?\s*[\)\]\}]*\s*$|[\)\]\}]\s*$"
+
+
+def strip_prompt_weights(tokens: pl.DataFrame, vocabulary: Vocabulary | None = None) -> tuple[pl.DataFrame, int]:
+    """Remove prompt-emphasis syntax around tags (see :func:`strip_weight`).
+
+    A token that is itself a known tag or alias once spelled canonically (``code:002``,
+    ``reverse:1999``) is a name, not a weight, and stays as written.
+    """
+    if vocabulary is None:
+        return _map_distinct(tokens, _WEIGHTED, strip_weight)
+    known = set(vocabulary.tags.filter(pl.col("tag").str.contains(":")).get_column("tag").to_list()) | set(
+        vocabulary.aliases.filter(pl.col("alias").str.contains(":")).get_column("alias").to_list()
+    )
+
+    def strip_unless_known(token: str) -> str:
+        return token if re.sub(r"[\s_]+", "_", token.strip().lower()) in known else strip_weight(token)
+
+    return _map_distinct(tokens, _WEIGHTED, strip_unless_known)
 
 
 def normalize_spelling(tokens: pl.DataFrame) -> pl.DataFrame:
@@ -181,7 +197,9 @@ def resolve_variants(tokens: pl.DataFrame, vocabulary: Vocabulary) -> tuple[pl.D
     - hyphens for separators (``green-eyes`` -> ``green_eyes``), where the hyphen form is
       not itself a tag (``t-shirt`` stays);
     - run-together forms (``silverhair`` -> ``silver_hair``) through
-      :attr:`Vocabulary.compact_index`, which holds only unambiguous compact forms.
+      :attr:`Vocabulary.compact_index`, which holds only unambiguous compact forms;
+    - separators swapped throughout (``oda-nobunaga-(koha-ace)``) through
+      :attr:`Vocabulary.separated_index` (names too, since the separators are still there).
     Anything else stays as written (and is flagged unknown later).
     """
     known = pl.concat([vocabulary.tags.select("tag"), vocabulary.aliases.select(pl.col("alias").alias("tag"))])
@@ -197,7 +215,9 @@ def resolve_variants(tokens: pl.DataFrame, vocabulary: Vocabulary) -> tuple[pl.D
         )
         .join(canonical.rename({"tag": "hyphen", "target": "by_hyphen"}), on="hyphen", how="left")
         .join(vocabulary.compact_index.rename({"tag": "by_compact"}), on="compact", how="left")
-        .select("token", pl.coalesce("by_hyphen", "by_compact").alias("resolved"))
+        .join(vocabulary.separated_index.rename({"tag": "by_separated"}), on="compact", how="left")
+        .with_columns(pl.when(pl.col("token").str.contains(r"[_\-]")).then(pl.col("by_separated")).alias("by_separated"))
+        .select("token", pl.coalesce("by_hyphen", "by_compact", "by_separated").alias("resolved"))
         .filter(pl.col("resolved").is_not_null() & (pl.col("resolved") != pl.col("token")))
     )
     if mapping.height == 0:
@@ -246,7 +266,7 @@ def clean_tags(
         pl.when(pl.col("token").str.len_chars() > MAX_TOKEN_CHARS).then(pl.lit(OVERLONG)).otherwise(pl.col("token")).alias("token")
     )
     tokens, repaired = repair_mojibake(tokens)
-    tokens, weighted = strip_prompt_weights(tokens)
+    tokens, weighted = strip_prompt_weights(tokens, vocabulary)
     tokens = normalize_spelling(tokens).with_columns(pl.col("token").alias("spelled"))
     tokens, aliased = resolve_aliases(tokens, vocabulary)
     tokens, variants = resolve_variants(tokens, vocabulary)

@@ -104,25 +104,36 @@ class Vocabulary:
         """The bundled Danbooru vocabulary plus the project's own tags (loaded once per process)."""
         return _embedded()
 
-    @cached_property
-    def compact_index(self) -> pl.DataFrame:
-        """``compact -> tag`` for general tags whose name without separators is unambiguous (``shorthair`` -> ``short_hair``).
-
-        Canonical tags and aliases both count; a compact form two different tags share
-        (or that is itself a tag) maps to nothing, so a run-together spelling is only ever
-        resolved when exactly one tag fits.
-        """
-        general = self.tags.filter(pl.col("category") == "general").select("tag")
+    def _compact(self, categories: tuple[str, ...]) -> pl.DataFrame:
+        """``compact -> tag`` over tags of ``categories`` whose name without separators is unambiguous."""
+        chosen = self.tags.filter(pl.col("category").is_in(list(categories))).select("tag")
         spellings = pl.concat(
             [
-                general.select(pl.col("tag").alias("spelling"), "tag"),
-                self.aliases.join(general, on="tag", how="semi").select(pl.col("alias").alias("spelling"), "tag"),
+                chosen.select(pl.col("tag").alias("spelling"), "tag"),
+                self.aliases.join(chosen, on="tag", how="semi").select(pl.col("alias").alias("spelling"), "tag"),
             ]
         ).filter(pl.col("spelling").str.contains(r"[_\-]"))
         compact = spellings.select(pl.col("spelling").str.replace_all(r"[_\-]", "").alias("compact"), "tag").unique()
         unique = compact.group_by("compact").agg(pl.col("tag").first(), pl.len().alias("n")).filter(pl.col("n") == 1).drop("n")
         taken = pl.concat([self.tags.select(pl.col("tag").alias("compact")), self.aliases.select(pl.col("alias").alias("compact"))])
         return unique.join(taken, on="compact", how="anti")
+
+    @cached_property
+    def compact_index(self) -> pl.DataFrame:
+        """``compact -> tag`` for general tags whose name without separators is unambiguous (``shorthair`` -> ``short_hair``).
+
+        Canonical tags and aliases both count; a compact form two different tags share
+        (or that is itself a tag) maps to nothing, so a run-together spelling is only ever
+        resolved when exactly one tag fits. Only general tags: a run-together word could be
+        anyone's name.
+        """
+        return self._compact(("general",))
+
+    @cached_property
+    def separated_index(self) -> pl.DataFrame:
+        """Like ``compact_index``, for spellings that do keep separators but swap them
+        (``oda-nobunaga-(koha-ace)`` for ``oda_nobunaga_(koha-ace)``): every category but artists'."""
+        return self._compact(("general", "character", "copyright", "meta"))
 
     @cached_property
     def digest(self) -> str:

@@ -27,7 +27,9 @@ def image_inputs(table, key: str) -> dict[str, pl.DataFrame | None]:
         "signals": read("features", "image_signals"),
         "image_rejects": read("raw", "image_rejects"),
         "image_predictions": read("models", "image_head_predictions"),
-        "images": table.scan("raw", "images", [key]).drop("thumbnail").collect() if table.exists("raw", "images") else None,
+        "images": table.scan("raw", "images", [key]).drop("thumbnail", "working_copy", strict=False).collect()
+        if table.exists("raw", "images")
+        else None,
     }
 
 
