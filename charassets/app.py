@@ -56,38 +56,16 @@ def read_upload(path: str | Path, limit: int = MAX_UPLOAD_BYTES) -> bytes:
 
 def rejected_record(name: str | None, reason: str) -> dict:
     """A rejected image, in the shape ``image_signals.image_record`` gives one."""
-    return {
-        "id": name,
-        "record_id": None,
-        "status": "rejected",
-        "reason": reason,
-        "subject_count": None,
-        "flags": [],
-        "characters": [],
-        "attributes": None,
-    }
+    from charassets.domain.image_signals import rejected_image_record
+
+    return rejected_image_record(name, reason)
 
 
 def decoded_image_record(decoded: DecodedImage, name: str, ontology: Ontology, backend: str = "animeface") -> dict:
-    """``image_signals.image_record`` for an image already decoded (the same record, without decoding it again)."""
-    from charassets.domain.image_signals import UNKNOWN, image_facts, signals_for
+    """``image_signals.image_record`` for an image already decoded (the same function: the record is not decoded again)."""
+    from charassets.domain.image_signals import image_record
 
-    signals = signals_for(decoded.image, backend, ontology)
-    attributes = None
-    if signals.status == "ok":
-        attributes = {}
-        for f in ontology.fields:
-            empty = {"value": [] if f.cardinality == "multi" else UNKNOWN, "confidence": 0.0, "evidence": [], "source": None}
-            attributes[f.name] = signals.attributes.get(f.key, empty)
-    return {
-        **rejected_record(name, None),
-        "record_id": f"image:{decoded.sha256[:16]}",  # by content: the same picture under any name
-        "status": signals.status,
-        "subject_count": len(signals.faces) if signals.faces else None,
-        "flags": signals.flags + (["animated"] if decoded.animated else []),
-        "attributes": attributes,
-        "image": image_facts(decoded, signals, name),
-    }
+    return image_record(decoded, name, ontology, backend)
 
 
 def analyse(

@@ -236,26 +236,31 @@ def signals_for(image: Image.Image, backend: str, ontology) -> ImageSignals:
     raise ValueError(f"unknown image backend {backend!r}: use 'animeface', 'wd:<folder or hub id>' or 'clip:<hub id or path>'")
 
 
-def image_record(data: bytes, name: str, ontology, backend: str = "animeface") -> dict:
-    """One image as the attribute table's JSON shape (``status``, ``attributes``...), plus its ``image`` facts.
+def rejected_image_record(name: str | None, reason: str | None) -> dict:
+    """A rejected image in the attribute table's JSON shape."""
+    return {
+        "id": name,
+        "record_id": None,
+        "status": "rejected",
+        "reason": reason,
+        "subject_count": None,
+        "flags": [],
+        "characters": [],
+        "attributes": None,
+    }
+
+
+def image_record(data, name: str, ontology, backend: str = "animeface") -> dict:
+    """One image (bytes, or an already ``DecodedImage``) as the attribute table's JSON shape, plus its ``image`` facts.
 
     Unreadable input gives ``status: rejected`` with the reason. Only an ``ok`` record has
     attributes (as for tag records); fields the image says nothing about are unknown.
     """
     from charassets.domain.images import ImageRejected, decode_image
 
-    base = {
-        "id": name,
-        "record_id": None,
-        "status": "rejected",
-        "reason": None,
-        "subject_count": None,
-        "flags": [],
-        "characters": [],
-        "attributes": None,
-    }
+    base = rejected_image_record(name, None)
     try:
-        decoded = decode_image(data)
+        decoded = decode_image(data) if isinstance(data, bytes | bytearray) else data
     except ImageRejected as e:
         return {**base, "reason": str(e)}
     signals = signals_for(decoded.image, backend, ontology)
