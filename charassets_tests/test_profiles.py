@@ -104,3 +104,25 @@ def test_contradicting_records_are_flagged(embedded_vocabulary, ontology):
         "source": "profile",
     }
     assert 0.9 < rows[5]["hair_color"]["confidence"] < 1  # four of five posts agree: a confident posterior, never certainty
+
+
+def test_prior_profiles_merge_back_as_counts_for_single_and_list_fields(ontology):
+    from charassets.domain.profiles import STATED, profiles_as_counts
+
+    counts = pl.DataFrame(
+        [
+            ("miku", "hair_color", "aqua", 4),
+            ("miku", "hair_color", "green", 1),
+            ("miku", "hair_style", "twintails", 3),
+            ("miku", "hair_style", STATED, 4),
+        ],
+        schema=["character", "field", "value", "n"],
+        orient="row",
+    )
+    prior = build_profiles(counts, ontology)
+    merged = build_profiles(merge_counts(profiles_as_counts(prior, ontology), counts), ontology)
+    assert (merged["support"] <= merged["records"]).all() and (merged["confidence"] <= 1).all()
+    style = merged.filter(pl.col("field") == "hair_style").row(0, named=True)
+    assert (style["value"], style["support"], style["records"]) == ("twintails", 6, 8)  # the lake's 3 of 4, and the file's 3 of 4
+    colour = merged.filter(pl.col("field") == "hair_color").row(0, named=True)
+    assert (colour["value"], colour["support"], colour["records"]) == ("aqua", 8, 10)

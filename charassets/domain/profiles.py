@@ -105,15 +105,24 @@ def merge_counts(a: pl.DataFrame | None, b: pl.DataFrame) -> pl.DataFrame:
     return both.group_by("character", "field", "value").agg(pl.col("n").sum())
 
 
-def profiles_as_counts(profiles: pl.DataFrame) -> pl.DataFrame:
-    """Existing profiles back to counts (the majority value, and the rest as one 'other' bucket), to merge with new data."""
-    single = profiles.filter(~pl.col("field").is_in(profiles.filter(pl.col("value") == STATED).get_column("field").unique().implode()))
+def profiles_as_counts(profiles: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
+    """Existing profiles back to counts, to merge with new data.
+
+    Single-valued fields: the majority value, and the rest as one 'other' bucket.
+    Multi-valued fields: each kept value, and how many records stated the field.
+    """
+    multi = [f.key for f in multi_profile_fields(ontology)]
+    single = profiles.filter(~pl.col("field").is_in(multi))
+    lists = profiles.filter(pl.col("field").is_in(multi))
     return pl.concat(
         [
             profiles.select("character", "field", "value", pl.col("support").alias("n")),
             single.filter(pl.col("records") > pl.col("support")).select(
                 "character", "field", pl.lit(OTHER).alias("value"), (pl.col("records") - pl.col("support")).alias("n")
             ),
+            lists.group_by("character", "field")
+            .agg(pl.col("records").max().alias("n"))
+            .select("character", "field", pl.lit(STATED).alias("value"), "n"),
         ]
     ).cast(COUNT_SCHEMA)
 
@@ -219,7 +228,7 @@ def _multi_profiles(counts: pl.DataFrame, spec: FieldSpec) -> pl.DataFrame:
             pl.col("n").alias("support"),
             "records",
             (pl.col("n") / pl.col("records")).round(4).alias("agreement"),
-            ((pl.col("n") + 1) / (pl.col("records") + 2)).round(4).alias("confidence"),
+            ((pl.col("n") + 1) / (pl.col("records") + 2)).clip(upper_bound=MAX_CONFIDENCE).round(4).alias("confidence"),
         )
         .with_columns(pl.lit(threshold).alias("fill_threshold"))
     )

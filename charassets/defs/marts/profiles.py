@@ -21,7 +21,7 @@ def character_profiles(context: dg.AssetExecutionContext, lake: LakeResource, ca
         counts = merge_counts(counts, value_counts(table.read("labels", "tag_attributes", [key]), ontology))
     prior = catalog.prior_profiles_path
     if prior:  # profiles from another lake (e.g. the main one when extracting a file) count as earlier evidence
-        counts = merge_counts(counts, profiles_as_counts(pl.read_delta(prior)))
+        counts = merge_counts(counts, profiles_as_counts(pl.read_delta(prior), ontology))
     profiles = build_profiles(counts if counts is not None else pl.DataFrame(schema=COUNT_SCHEMA), ontology)
     table.write_table("marts", "character_profiles", profiles)
     good = usable(profiles)
