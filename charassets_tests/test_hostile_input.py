@@ -29,7 +29,7 @@ from charassets.defs.runner import run_partitions
 from charassets.domain.lake import Lake
 from charassets.domain.ontology import Ontology
 from charassets.domain.pipeline import clean_stage, label_stage, mart_stage
-from charassets.domain.sources import REJECT_SCHEMA, Chunk, SourcesConfig, read_chunk, register
+from charassets.domain.sources import Chunk, SourcesConfig, read_chunk, register
 from charassets.domain.vocabulary import Vocabulary
 
 EXAMPLES = int(os.environ.get("CHARASSETS_HYPOTHESIS_EXAMPLES", "30"))
@@ -356,7 +356,3 @@ def test_mutated_image_folders_lose_no_image(mutations, which, sidecar, tmp_path
         referenced = records.filter(pl.col("image_ref").is_not_null()).height
         assert images.height + image_rejects.height == referenced
         assert image_rejects.filter(pl.col("reason").str.len_chars() == 0).height == 0
-
-
-def test_reject_schema_is_what_the_suite_checks():
-    assert "reason" in REJECT_SCHEMA
