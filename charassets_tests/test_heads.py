@@ -252,6 +252,6 @@ def test_a_full_build_writes_the_final_table_once_with_the_new_models(tmp_path):
     n_partitions = lake.read("raw", "source_partitions").height
     # one commit per partition: the table was not written before training and again after it
     assert lake.table_stats("marts", "character_attributes")["version"] == n_partitions - 1
-    assert not build.failed_checks and set(build.seconds) == {"prepare_s", "train_s", "publish_s"}
+    assert not build.failed_checks and set(build.seconds) == {"prepare_s", "train_s", "publish_s", "report_s"}
     sources_used = lake.read("marts", "character_attributes").select(pl.col("hair_color").struct.field("source")).to_series().value_counts()
     assert {"tags", "profile"} <= set(sources_used[:, 0].drop_nulls().to_list())
