@@ -14,9 +14,9 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, model_validator
 
 from charassets.domain.extraction import STATUSES, UNKNOWN
-from charassets.domain.ontology import FieldSpec, Ontology
+from charassets.domain.ontology import FILL_SOURCES, FieldSpec, Ontology
 
-SOURCES = ("tags", "profile", "head", "image", "image_head")
+SOURCES = FILL_SOURCES  # in order of trust: one order for the resolver, the schema and the README
 
 
 def _value_model(spec: FieldSpec) -> type[BaseModel]:
@@ -174,6 +174,110 @@ def validate_rows(json_frame: pl.DataFrame, ontology: Ontology, batch: int = 5_0
 
 class SchemaViolation(ValueError):
     """Rows that do not match the output model."""
+
+
+PYDANTIC_SAMPLE = 1_000  # rows of every partition also checked through the pydantic model itself
+
+
+def _field_violation(spec: FieldSpec) -> pl.Expr:
+    """The first thing wrong with one attribute struct of an ``ok`` row (null when nothing is), as the model would see it."""
+    v = pl.col(spec.key).struct
+    value = v.field("value")
+    if spec.cardinality == "single":
+        allowed = value.is_in([*spec.values, UNKNOWN]) if spec.values is not None else pl.lit(True)
+        bad_value = value.is_null() | ~allowed
+    else:
+        inside = (
+            value.list.eval(pl.element().is_not_null() & pl.element().is_in(list(spec.values))).list.all() if spec.values else pl.lit(True)
+        )
+        bad_value = value.is_null() | value.list.eval(pl.element().is_null()).list.any() | ~inside
+    conf = v.field("confidence").cast(pl.Float64)
+    bad_conf = conf.is_null() | conf.is_nan() | (conf < 0) | (conf > 1)
+    evidence = v.field("evidence")
+    bad_evidence = evidence.is_null() | evidence.list.eval(pl.element().is_null()).list.any()
+    bad_source = v.field("source").is_not_null() & ~v.field("source").is_in(list(SOURCES))
+    missing = pl.col(spec.key).is_null()
+    return (
+        pl.when(missing & pl.lit(spec.required))
+        .then(pl.lit(f"{spec.name}: missing"))
+        .when(missing)
+        .then(None)
+        .when(bad_value)
+        .then(pl.lit(f"{spec.name}.value: not one of the field's values"))
+        .when(bad_conf)
+        .then(pl.lit(f"{spec.name}.confidence: not a number in [0, 1]"))
+        .when(bad_evidence)
+        .then(pl.lit(f"{spec.name}.evidence: not a list of strings"))
+        .when(bad_source)
+        .then(pl.lit(f"{spec.name}.source: not one of {', '.join(SOURCES)}"))
+    )
+
+
+def columnar_violations(mart: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
+    """``row, reason`` of every row of the final table that breaks the output model, checked as polars expressions.
+
+    The same rules as the pydantic model (which stays the contract, and the JSON Schema's
+    source), vectorised: status, the attributes-iff-ok rule, a reason for rejects, the
+    subject count, and for every field of an ok row its value set, confidence range,
+    evidence and source. A test holds the two to agreement: a row this accepts, pydantic accepts.
+    """
+    ok = pl.col("status") == "ok"
+    any_attr = pl.any_horizontal(pl.col(f.key).is_not_null() for f in ontology.fields)
+    image = pl.col("image").struct
+    checks = [
+        pl.when(pl.col("status").is_null() | ~pl.col("status").is_in(list(STATUSES))).then(
+            pl.lit("status: not one of " + ", ".join(STATUSES))
+        ),
+        pl.when(pl.col("source").is_null() | pl.col("partition").is_null()).then(pl.lit("source/partition: missing")),
+        pl.when((pl.col("status") == "rejected") & (pl.col("reason").is_null() | (pl.col("reason") == ""))).then(
+            pl.lit("a rejected record needs a reason")
+        ),
+        pl.when(~ok & any_attr).then(pl.lit("attributes on a record that is not ok")),
+        pl.when(pl.col("subject_count") < 0).then(pl.lit("subject_count: negative")),
+        pl.when(pl.col("flags").is_null() | pl.col("flags").list.eval(pl.element().is_null()).list.any()).then(
+            pl.lit("flags: not a list of strings")
+        ),
+        pl.when(pl.col("characters").is_null() | pl.col("characters").list.eval(pl.element().is_null()).list.any()).then(
+            pl.lit("characters: not a list of strings")
+        ),
+        pl.when(
+            pl.col("image").is_not_null()
+            & ((image.field("width") < 1) | (image.field("height") < 1) | (image.field("frames") < 1) | (image.field("faces") < 0))
+        ).then(pl.lit("image: sizes, frames or faces out of range")),
+        *[pl.when(ok).then(_field_violation(f)) for f in ontology.fields],
+    ]
+    found = mart.with_row_index("row").select("row", pl.coalesce(checks).alias("reason"))
+    return found.filter(pl.col("reason").is_not_null())
+
+
+def pydantic_sample(mart: pl.DataFrame, ontology: Ontology, n: int = PYDANTIC_SAMPLE) -> pl.DataFrame:
+    """Rows to check through the pydantic model too: an even sample, plus the first row of every status and of
+    every distinct (field, value, source) combination."""
+    if mart.height <= n:
+        return mart
+    idx = mart.with_row_index("_row")
+    rows = set(range(0, mart.height, max(1, mart.height // n)))
+    rows |= set(idx.group_by("status").agg(pl.col("_row").min()).get_column("_row").to_list())
+    ok = idx.filter(pl.col("status") == "ok")
+    for f in ontology.fields:
+        v = pl.col(f.key).struct
+        # open-ended fields (any tag name is a value) are covered by their source; list fields value by value
+        value = pl.lit(None, dtype=pl.String) if f.values is None else v.field("value")
+        pairs = ok.select("_row", value.alias("_v"), v.field("source").alias("_s"))
+        if f.cardinality == "multi" and f.values is not None:
+            pairs = pairs.explode("_v")
+        rows |= set(pairs.group_by("_v", "_s").agg(pl.col("_row").min()).get_column("_row").to_list())
+    return mart[sorted(rows)]
+
+
+def validate_table(mart: pl.DataFrame, ontology: Ontology) -> int:
+    """Validate the final table before it is written: every row as columns, a sample and every distinct value through pydantic."""
+    bad = columnar_violations(mart, ontology)
+    if bad.height:
+        first = "; ".join(f"row {r}: {why}" for r, why in bad.head(3).iter_rows())
+        raise SchemaViolation(f"{bad.height} schema violations, first: {first}")
+    validate_rows(to_json_frame(pydantic_sample(mart, ontology), ontology), ontology)
+    return mart.height
 
 
 def dumps(row: dict[str, Any]) -> str:
