@@ -105,17 +105,24 @@ def main() -> None:
 
     maintenance = maintain_lake(lake, retention_hours=0, target_size=128 * 2**20)  # no reader needs old versions here
     maintenance_s = time.perf_counter() - t2
-    tables = {
-        f"{s}/{t}": lake.table_stats(s, t)
-        for s, t in [
-            ("raw", "records"),
-            ("raw", "rejects"),
-            ("clean", "tags"),
-            ("labels", "tag_attributes"),
-            ("marts", "character_attributes"),
-        ]
+    from charassets.defs.maintenance import TABLES
+
+    tables = {f"{s}/{t}": lake.table_stats(s, t) for s, t in TABLES if lake.exists(s, t)}
+    exports_dir = lake_root / "exports"
+    tables["exports (files)"] = {
+        "files": sum(1 for p in exports_dir.rglob("*") if p.is_file()),
+        "bytes": sum(p.stat().st_size for p in exports_dir.rglob("*") if p.is_file()),
+        "version": 0,
     }
     full_string = full_string_rate(lake, defs)
+    # the plain polars floor over the same files, in this session (the ratio is the figure to watch on a noisy machine)
+    base = json.loads(
+        subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "baseline.py"), str(data / "sources.yaml")], check=True, capture_output=True, text=True
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     images = image_rate()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     workers_rss = {**report.worker_peak_rss_mb}
@@ -160,12 +167,23 @@ def main() -> None:
     print(f"images: decode + signals (animeface): {images['images_per_s_per_core']} images/s per core ({images['source']})")
     print(f"peak RSS: parent {peak:.0f} MB, workers {sorted(workers_rss.values())} MB, generator {gen_rss:.0f} MB")
     print(
+        f"baseline (plain polars: read, normalise, vocabulary join, per-record aggregate; one process): {base['baseline_s']}s "
+        f"= {base['records_per_s']:,} records/s; whole build / baseline = {wall / base['baseline_s']:.1f}"
+    )
+    cpu_per_m = {k: round(v * 1_000_000 / records, 1) for k, v in step_s.items()}
+    print("step CPU-s per 1M records: " + ", ".join(f"{k} {v}" for k, v in sorted(cpu_per_m.items(), key=lambda kv: -kv[1])))
+    lake_bytes = sum(st["bytes"] for st in tables.values())
+    print(
         json.dumps(
             {
                 "records": records,
                 "partitions": registry.height,
                 "wall_s": round(wall, 1),
                 "records_per_s": round(records / wall),
+                "baseline_s": base["baseline_s"],
+                "ratio": round(wall / base["baseline_s"], 2),
+                "step_cpu_s_per_1m": cpu_per_m,
+                "lake_mb": round(lake_bytes / 1e6, 1),
                 "peak_rss_mb": round(peak_all),
                 "peak_rss_mb_by_process": {
                     "parent": round(peak),

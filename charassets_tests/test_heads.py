@@ -141,7 +141,9 @@ def trained(tmp_path_factory):
     defs = build_definitions(env)
     instance = dg.DagsterInstance.ephemeral()
     run_partitions(defs, instance, log_level="WARNING")
-    first = train(defs, instance, log_level="WARNING")
+    # the fields a head may fill, and a list field (trained on request only) for the multi-label path
+    fields = ["Gender", "Hair Color", "Eye Color", "Hair Length", "Hair Style"]
+    first = train(defs, instance, log_level="WARNING", run_config={"ops": {"models__attribute_heads": {"config": {"fields": fields}}}})
     return defs, instance, first
 
 
@@ -197,7 +199,8 @@ def test_heads_are_logged_registered_and_champions(trained):
 def test_an_identical_retrain_registers_nothing_and_fails_no_check(trained):
     defs, instance, _ = trained
     before = {k: len(registry.versions(k)) for k in ("hair_color", "gender", "hair_style")}
-    again = train(defs, instance, log_level="WARNING")
+    fields = ["Gender", "Hair Color", "Eye Color", "Hair Length", "Hair Style"]
+    again = train(defs, instance, log_level="WARNING", run_config={"ops": {"models__attribute_heads": {"config": {"fields": fields}}}})
     assert all(ev.passed for ev in again.get_asset_check_evaluations())
     assert {k: len(registry.versions(k)) for k in before} == before
     md = again.asset_materializations_for_node("models__attribute_heads")[0].metadata

@@ -35,7 +35,7 @@ class HeadTraining(dg.Config):
     hidden: int = 128
     epochs: int = 40
     lr: float = 3e-3
-    fields: list[str] = []  # display names or keys; empty: every closed single-valued field
+    fields: list[str] = []  # display names or keys; empty: every closed field whose fill policy lets a head fill it
 
 
 def _flat_metrics(result) -> dict[str, float]:
@@ -75,7 +75,9 @@ def attribute_heads(
     ontology, vocabulary, model = catalog.ontology(), catalog.vocabulary(), embedder.embedder()
     wanted = set(config.fields)
     # every attribute with a closed set of values: single-label heads, and multi-label heads for list fields
-    fields = [f for f in ontology.fields if f.values and (not wanted or wanted & {f.name, f.key})]
+    # by default only heads that may fill something are trained (the policy's "head" source); any closed
+    # field can still be trained on request, to study it in MLflow
+    fields = [f for f in ontology.fields if f.values and ((wanted & {f.name, f.key}) if wanted else "head" in f.fill)]
     partitions = sorted(set(table.partition_counts("labels", "tag_attributes")) & set(table.partition_counts("features", "embeddings")))
     if not partitions:
         raise dg.Failure("no partition has both labels and embeddings: materialize the record assets first")

@@ -42,7 +42,7 @@ def image_heads(
     table = lake.lake()
     ontology, model = catalog.ontology(), image_models.embedder()
     wanted = set(config.fields)
-    fields = [f for f in ontology.fields if f.values and (not wanted or wanted & {f.name, f.key})]
+    fields = [f for f in ontology.fields if f.values and ((wanted & {f.name, f.key}) if wanted else "image_head" in f.fill)]
     partitions = sorted(
         set(table.partition_counts("labels", "tag_attributes")) & set(table.partition_counts("features", "image_embeddings"))
     )

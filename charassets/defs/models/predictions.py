@@ -41,6 +41,20 @@ def prediction_struct(head, proba: np.ndarray, model: str, key: str, probs: bool
     return pl.DataFrame(columns).to_struct(key)
 
 
+CALIBRATION_ROWS = 2_000  # tag-labelled records per partition predicted too: what checks a head on this data
+
+
+def needs_prediction(labels: pl.DataFrame, keys: list[str]) -> pl.Expr:
+    """The records a head is run on: ``ok`` records with a gap in some head's field (what it may fill), and
+    up to ``CALIBRATION_ROWS`` others (by record-id hash) on which the fill step checks the head against the tags."""
+    ok = pl.col("status") == "ok"
+    gap = pl.any_horizontal(
+        (pl.col(k).struct.field("value") == "unknown") & (pl.col(k).struct.field("evidence").list.len() == 0) for k in keys
+    )
+    rank = pl.col("record_id").hash(seed=7).rank("ordinal").over(ok & ~gap)
+    return ok & (gap | (rank <= CALIBRATION_ROWS))
+
+
 def champion_heads(context: dg.AssetExecutionContext, ontology, dim: int | None, prefix: str = "") -> dict:
     """``field key -> (head, "<model>@v<version>")`` of every champion whose input size fits ``dim`` (unknown: all)."""
     heads = {}
@@ -70,7 +84,7 @@ def head_predictions(
     embedder: EmbedderResource,
     mlflow_store: MlflowResource,
 ) -> dg.MaterializeResult:
-    """Per record and attribute: the champion head's predicted value, its probability, all class probabilities, and whether it clears the threshold."""
+    """Per record that may need it (a gap in a head's field, or one of a calibration sample): each champion head's value, its confidence, and whether it fires."""
     table = lake.lake()
     ontology, model = catalog.ontology(), embedder.embedder()
     registry.configure(mlflow_store.tracking_uri)  # read-only: champions
@@ -80,9 +94,12 @@ def head_predictions(
 
     def work(key: str) -> dict:
         emb = table.read("features", "embeddings", [key])
-        out = emb.select("record_id", "partition")
+        out = emb.select("record_id", "partition").clear()
         if heads and emb.height:
             labels = table.read("labels", "tag_attributes", [key])
+            wanted = labels.filter(needs_prediction(labels, list(heads))).select("record_id")
+            emb = emb.join(wanted, on="record_id", how="semi")
+            out = emb.select("record_id", "partition")
             joined = emb.join(labels.select("record_id", *heads), on="record_id", how="left", maintain_order="left")
             vectors = vector_matrix(joined.get_column("vector"))
             sums = joined.get_column("weight_sum").to_numpy()
@@ -90,10 +107,10 @@ def head_predictions(
             for fkey, (head, name) in heads.items():
                 evidence = joined.get_column(fkey).struct.field("evidence")
                 proba = head.predict_proba(masked_features(vectors, sums, evidence, cache, weights))
-                cols.append(prediction_struct(head, proba, name, fkey))
+                cols.append(prediction_struct(head, proba, name, fkey, probs=False))
             out = out.with_columns(cols)
         table.write_partitions("models", "head_predictions", out, [key])
-        return {"records": out.height, "heads": len(heads)}
+        return {"records": out.height, "predicted": out.height, "heads": len(heads)}
 
     stats = for_each_partition(context, work)
     return dg.MaterializeResult(
