@@ -15,7 +15,7 @@ from charassets.cli import main
 def test_extract_one_tag_string():
     result = CliRunner().invoke(main, ["extract", "--tags", "1girl, solo, Long Hair, (blue eyes:1.2), gray hair, white dress, smile"])
     assert result.exit_code == 0, result.output
-    out = json.loads(result.output)
+    out = json.loads(result.stdout)
     assert out["status"] == "ok"
     attrs = out["attributes"]
     assert list(attrs)[:9] == ["Age", "Gender", "Ethnicity", "Hair Style", "Hair Color", "Hair Length", "Eye Color", "Body Type", "Dress"]
@@ -30,9 +30,9 @@ def test_extract_one_tag_string():
 
 def test_extract_several_characters_and_empty_input():
     runner = CliRunner()
-    multi = json.loads(runner.invoke(main, ["extract", "--tags", "2girls, multiple girls, long hair"]).output)
+    multi = json.loads(runner.invoke(main, ["extract", "--tags", "2girls, multiple girls, long hair"]).stdout)
     assert multi["status"] == "ambiguous" and multi["attributes"] is None and multi["subject_count"] == 2
-    empty = json.loads(runner.invoke(main, ["extract", "--tags", " , ,"]).output)
+    empty = json.loads(runner.invoke(main, ["extract", "--tags", " , ,"]).stdout)
     assert empty["status"] == "rejected" and empty["reason"] == "no tags"
 
 

@@ -51,15 +51,16 @@ def register(defs: dg.Definitions, instance: dg.DagsterInstance) -> list[str]:
 def complete_partitions(lake) -> set[str]:
     """Registered partitions every per-record table holds in full, counted in the lake against the registry.
 
-    raw/records + raw/rejects hold the registered rows; clean/tags, labels, embeddings and
-    head predictions one row per record; the final table one row per registered row.
+    raw/records + raw/rejects hold the registered rows; clean/tags, labels and embeddings
+    one row per record; the final table one row per registered row.
     A partition a killed run left half-written, or that another lake's event log believes
     done, is not complete.
     """
     if not lake.exists("raw", "source_partitions"):
         return set()
     registered = dict(lake.read("raw", "source_partitions").select("partition", "row_count").iter_rows())
-    per_record = [("clean", "tags"), ("labels", "tag_attributes"), ("features", "embeddings"), ("models", "head_predictions")]
+    # (head predictions are not counted: heads run only on the records that may need them)
+    per_record = [("clean", "tags"), ("labels", "tag_attributes"), ("features", "embeddings")]
     counts = {
         t: lake.partition_counts(*t) for t in [("raw", "records"), ("raw", "rejects"), ("marts", "character_attributes"), *per_record]
     }

@@ -65,7 +65,9 @@ class TransformersEmbedder:
     def _load(self) -> tuple:
         if self._loaded is None:
             from transformers import AutoConfig, AutoModel, AutoTokenizer
+            from transformers.utils import logging as hf_logging
 
+            hf_logging.disable_progress_bar()  # a "Loading weights" bar per process is noise, not progress
             config = AutoConfig.from_pretrained(self.model)
             tokenizer = AutoTokenizer.from_pretrained(self.model)
             model = AutoModel.from_pretrained(self.model).to(self.device).eval()

@@ -100,6 +100,7 @@ def head_predictions(
             wanted = labels.filter(needs_prediction(labels, list(heads))).select("record_id")
             emb = emb.join(wanted, on="record_id", how="semi")
             out = emb.select("record_id", "partition")
+        if heads and emb.height:  # a partition may have no record a head could fill (no ok record at all)
             joined = emb.join(labels.select("record_id", *heads), on="record_id", how="left", maintain_order="left")
             vectors = vector_matrix(joined.get_column("vector"))
             sums = joined.get_column("weight_sum").to_numpy()
