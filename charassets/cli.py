@@ -261,7 +261,8 @@ COMPARE_COLUMNS = """columns:
   macro-F1   the head on its held-out validation records (rule labels, the head's own evidence tags masked)
   majority   baseline: always the most frequent class, on the same records
   char-rule  baseline: the named character's majority value in training, on the same records
-  fills      yes: the head beats both baselines and at least one class reaches 90% precision; no: never fills
+  fills      yes: the head beats both baselines and at least one class reaches 90% precision; no: never fills;
+             policy: the field's fill policy gives heads no say (attributes.yaml), whatever the head scores
   firing     classes that may fill (each above its own threshold, at >= 90% validation precision)
   cover      share of validation records on which it would fill
   decision   the champion gate's verdict for this version"""
@@ -275,8 +276,9 @@ def compare(attribute: str | None) -> None:
     from charassets.domain import model_registry as registry
     from charassets.domain.ontology import Ontology
 
+    ontology = Ontology.load()
     try:
-        key = Ontology.load().field(attribute).key if attribute else None
+        key = ontology.field(attribute).key if attribute else None
     except KeyError as e:
         raise click.ClickException(str(e.args[0])) from None
     store = resources_from_env()["mlflow_store"]
@@ -287,16 +289,18 @@ def compare(attribute: str | None) -> None:
         raise click.ClickException(f"could not read the model registry at {store.tracking_uri}: {e}") from None  # type: ignore[attr-defined]
     if not rows:
         raise click.ClickException("no head versions yet: run `make demo` or materialize models/attribute_heads")
-    header = f"{'model':<32}{'ver':>4} {'champ':<6}{'macro-F1':>9}{'majority':>9}{'char-rule':>10}{'fills':>6}{'firing':>7}{'cover':>7}  {'embedder':<18}{'parts':>6}  decision"
+    header = f"{'model':<32}{'ver':>4} {'champ':<6}{'macro-F1':>9}{'majority':>9}{'char-rule':>10}{'fills':>7}{'firing':>7}{'cover':>7}  {'embedder':<18}{'parts':>6}  decision"
     click.echo(header)
+    barred = {registry.model_name(f.key) for f in ontology.fields if "head" not in f.fill}
+    barred |= {registry.model_name("image_" + f.key) for f in ontology.fields if "image_head" not in f.fill}
     for r in rows:
         m, t = r["metrics"], r["tags"]
-        fills = {"true": "yes", "false": "no"}.get(t.get("fills", ""), "-")
+        fills = "policy" if r["model"] in barred else {"true": "yes", "false": "no"}.get(t.get("fills", ""), "-")
         firing = f"{int(m['classes_firing'])}" if "classes_firing" in m else "-"
         click.echo(
             f"{r['model']:<32}{r['version']:>4} {'*' if r['champion'] else '':<6}{m.get('macro_f1', float('nan')):>9.4f}"
             f"{m.get('baseline_majority_macro_f1', float('nan')):>9.4f}{m.get('baseline_character_rule_macro_f1', float('nan')):>10.4f}"
-            f"{fills:>6}{firing:>7}{m.get('coverage_at_threshold', float('nan')):>7.3f}  {t.get('embedder', ''):<18}"
+            f"{fills:>7}{firing:>7}{m.get('coverage_at_threshold', float('nan')):>7.3f}  {t.get('embedder', ''):<18}"
             f"{t.get('partitions', ''):>6}  {t.get('gate_decision', '')}"
         )
     click.echo("\n" + COMPARE_COLUMNS)
