@@ -177,6 +177,8 @@ def test_a_file_replaced_under_its_name_is_new_partitions_and_the_old_are_retire
         assert final.height == 6 and set(final.select(pl.col("hair_color").struct.field("value")).to_series()) == {"blue"}
         for stage, table in [("raw", "records"), ("clean", "tags"), ("labels", "tag_attributes")]:
             assert set(lake.partition_counts(stage, table)) == new_keys  # nothing of the old file left anywhere
+        exported = {p.stem for p in (Path(lake.root) / "exports" / "character_attributes" / "jsonl").glob("*.jsonl")}
+        assert exported == new_keys  # nor among the exports
 
 
 def test_missing_is_decided_by_the_lake_not_the_event_log(tmp_path):

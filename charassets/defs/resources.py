@@ -38,6 +38,15 @@ class LakeResource(dg.ConfigurableResource):
         fs.mv(tmp, path)
         return uri
 
+    def remove(self, relative: str) -> bool:
+        """Delete a side file under the root if it exists (a retired partition's export); whether it did."""
+        uri = f"{self.root.rstrip('/')}/{relative}"
+        fs, path = fsspec.core.url_to_fs(uri, **fsspec_options(self.root, dict(self.storage_options)))
+        if not fs.exists(path):
+            return False
+        fs.rm(path)
+        return True
+
     def write_text(self, relative: str, text: str) -> str:
         return self.write_bytes(relative, text.encode("utf-8"))
 

@@ -3,6 +3,7 @@
 import dagster as dg
 import polars as pl
 
+from charassets.defs.exports.assets import EXPORT_DIR
 from charassets.defs.metadata import per_partition, preview, totals
 from charassets.defs.partitions import backfill_policy, for_each_partition, record_chunks
 from charassets.defs.resources import CatalogResource, LakeResource
@@ -52,6 +53,7 @@ def source_partitions(context: dg.AssetExecutionContext, lake: LakeResource, cat
     if retired.height:
         keys = retired.get_column("partition").to_list()
         deleted = {f"{st}/{nm}": table.delete_partitions(st, nm, keys) for st, nm in PARTITIONED_TABLES}
+        deleted["exports (files)"] = sum(lake.remove(f"{EXPORT_DIR}/{kind}/{key}.{kind}") for key in keys for kind in ("jsonl", "parquet"))
         context.log.warning(f"{len(keys)} partitions of replaced files retired: {keys[:5]}; rows deleted: {deleted}")
         for key in keys:
             context.instance.delete_dynamic_partition(record_chunks.name, key)
