@@ -121,6 +121,15 @@ def test_a_file_that_is_not_parquet_is_one_quarantined_row(tmp_path, embedded_vo
     assert totals == {"registered": 1, "records": 0, "rejects": 1, "final": 1}
 
 
+def test_a_parquet_file_with_corrupt_pages_quarantines_its_rows(tmp_path, embedded_vocabulary, ontology):
+    rows = [{"id": str(i), "tags": f"1girl, solo, tag{i}"} for i in range(40)]
+    data = bytearray(_parquet_bytes(rows, tmp_path))
+    data[8:400] = b"\xff" * 392  # the data pages, not the footer: registration reads it, the readers cannot
+    cfg = _source(tmp_path, "pages.parquet", bytes(data), rows_per_partition=40)
+    totals = _through_every_stage(cfg, embedded_vocabulary, ontology)
+    assert totals["registered"] == 40 == totals["records"] + totals["rejects"] == totals["final"] and totals["rejects"] > 0
+
+
 # ---------------------------------------------------------------------------- 5. tag parsing
 
 

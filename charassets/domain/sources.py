@@ -633,12 +633,13 @@ def read_chunk(chunk: Chunk, spec: SourceSpec) -> tuple[pl.DataFrame, pl.DataFra
 
     Whatever the content does to a reader (a corrupt Parquet page, a file that is not
     Parquet at all), the chunk's rows come back as rejects with the reason; only a fault
-    of the system (the file gone, the disk) fails the run.
+    of the system (the file gone or unreachable, the configuration) fails the run.
     """
     try:
         records, rejects = _read_chunk(chunk, spec)
-    except (OSError, SourceError):
-        raise
+    except (FileNotFoundError, PermissionError, ConnectionError, TimeoutError, SourceError):
+        raise  # the file gone or unreachable, or the configuration wrong: a fault of the system
+    # (other OSErrors come from readers on corrupt content: pyarrow raises "Couldn't deserialize thrift" as one)
     except Exception as e:  # noqa: BLE001 - content the reader cannot parse: every row of the chunk, quarantined
         reason = f"unreadable {chunk.format} chunk: {type(e).__name__}: {str(e)[:300]}"
         rows = [
