@@ -102,7 +102,8 @@ def _run(
             heads, failed = None, report.failed_checks
     lake = defs.resources["lake"].lake()  # type: ignore[union-attr]
     status = lake.scan("marts", "character_attributes").group_by("status").len().sort("status").collect()
-    click.echo(f"\nMaterialized {len(report.partitions)} partitions in {len(report.runs)} run(s), {time.perf_counter() - t0:.1f}s")
+    runs = f"{len(report.runs)} partition run(s)" + (" to prepare, then training, publishing and the report" if train_heads else "")
+    click.echo(f"\nMaterialized {len(report.partitions)} partitions ({runs}), {time.perf_counter() - t0:.1f}s")
     click.echo("Final table by status: " + ", ".join(f"{s}={n}" for s, n in status.iter_rows()))
     filled = (
         lake.scan("marts", "character_attributes")
@@ -113,7 +114,8 @@ def _run(
         .collect()
     )
     click.echo(
-        "Hair/eye colour, length, gender decided by: " + ", ".join(f"{s}={n}" for s, n in filled.sort("s", nulls_last=True).iter_rows())
+        "Hair/eye colour, length, gender decided by: "
+        + ", ".join(f"{s or 'nothing (unknown, or not an ok record)'}={n}" for s, n in filled.sort("s", nulls_last=True).iter_rows())
     )
     if failed:
         click.echo(f"Checks that did not pass: {failed}", err=True)

@@ -77,6 +77,16 @@ def test_a_stray_quote_inside_a_csv_field_loses_no_row(tmp_path, embedded_vocabu
     assert records.filter(pl.col("source_id") == "3").get_column("tags_raw").item() == '1girl "smile'
 
 
+@pytest.mark.parametrize("per", [1, 2, 10])
+def test_a_quote_never_closed_does_not_swallow_the_rows_after_it(tmp_path, embedded_vocabulary, ontology, per):
+    cfg = _source(tmp_path, "open.csv", b'id,tags\n1,"1girl, smile\n2,1boy\n3,1girl\n', rows_per_partition=per)
+    totals = _through_every_stage(cfg, embedded_vocabulary, ontology)
+    assert totals == {"registered": 3, "records": 2, "rejects": 1, "final": 3}
+    chunks = [Chunk.from_row(r) for r in register(cfg.sources[0]).iter_rows(named=True)]
+    rejects = pl.concat([read_chunk(c, cfg.sources[0])[1] for c in chunks])
+    assert rejects.get_column("reason").to_list() == ["invalid CSV: a quoted field is never closed"]
+
+
 def test_a_stray_quote_in_the_first_row_still_extracts_every_row(tmp_path):
     src = tmp_path / "in.csv"
     src.write_text('id,tags\n1,1girl "smile\n2,"1girl, solo"\n3,"2girls, multiple girls"\n')

@@ -76,7 +76,7 @@ class ClipImageModel:
     def zero_shot(self, image_vectors: np.ndarray, ontology) -> list[dict[str, dict]]:
         """Per image, per prompted field: ``{value, confidence, evidence, source}`` from the closest value prompt."""
         model, _, _ = self._load()
-        scale = float(model.logit_scale.exp()) if hasattr(model, "logit_scale") else 100.0
+        scale = float(model.logit_scale.detach().exp()) if hasattr(model, "logit_scale") else 100.0
         out: list[dict[str, dict]] = [{} for _ in range(len(image_vectors))]
         for key, template in PROMPTS.items():
             spec = next((f for f in ontology.fields if f.key == key), None)

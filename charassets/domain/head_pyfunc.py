@@ -5,9 +5,15 @@ Output: one row per record with the predicted class (a list of classes for a mul
 head), its probability and whether it clears the head's validation-chosen threshold.
 """
 
+import warnings
+
 import mlflow
 import numpy as np
 import pandas as pd
+
+# MLflow checks `predict`'s type hints when the class is defined, and asks for them; the model
+# takes a plain float array and is logged with no typed signature on purpose
+warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method", category=UserWarning)
 
 
 class AttributeHeadModel(mlflow.pyfunc.PythonModel):

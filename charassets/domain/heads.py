@@ -74,7 +74,7 @@ class TrainedHead:
         """Class probabilities: softmax rows for single-label heads, independent sigmoids for multi-label ones."""
         self.module.eval()
         with torch.inference_mode():
-            logits = self.module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+            logits = self.module(torch.from_numpy(np.require(x, dtype=np.float32, requirements=["C", "W"])))
             return (torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)).numpy()
 
     def predict_sets(self, proba: np.ndarray) -> np.ndarray:

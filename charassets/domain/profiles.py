@@ -105,6 +105,18 @@ def merge_counts(a: pl.DataFrame | None, b: pl.DataFrame) -> pl.DataFrame:
     return both.group_by("character", "field", "value").agg(pl.col("n").sum())
 
 
+def with_prior(counts: pl.DataFrame | None, prior: pl.DataFrame) -> pl.DataFrame:
+    """This data's counts, plus a prior's for the (character, field) pairs this data does not state at all.
+
+    The data being extracted speaks for its own characters: a large lake built from other
+    data (the demo's synthetic looks, say) must not outvote a file's own posts.
+    """
+    if counts is None or counts.height == 0:
+        return prior
+    missing = prior.join(counts.select("character", "field").unique(), on=["character", "field"], how="anti")
+    return merge_counts(counts, missing)
+
+
 def profiles_as_counts(profiles: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
     """Existing profiles back to counts, to merge with new data.
 

@@ -39,7 +39,7 @@ def _overview(lake: Lake) -> dict[str, Any]:
     by_status = dict(_streamed(final.group_by("status").agg(pl.len())).sort("status").iter_rows())
     reasons = _streamed(
         final.filter(pl.col("status") == "rejected")
-        .group_by(pl.col("reason").str.replace_all(r"\d+", "N").alias("reason"))
+        .group_by(pl.col("reason").str.replace_all(r"(^|[\s(=:])\d+", "${1}N").alias("reason"))  # row numbers, not UTF-8
         .agg(pl.len().alias("n"))
         .sort("n", "reason", descending=[True, False])
         .head(20)
@@ -296,6 +296,7 @@ def _png(fig) -> str:
 def report_plots(figures: dict[str, Any]) -> dict[str, str]:
     """The report's charts as PNG data URIs: status, one bar chart per field, rank-frequency, head recall."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -310,7 +311,7 @@ def report_plots(figures: dict[str, Any]) -> dict[str, str]:
         values = f["values"][::-1]
         fig, ax = plt.subplots(figsize=(5, 0.6 + 0.22 * max(len(values), 1)))
         ax.barh([v["value"] for v in values] or ["(none)"], [v["n"] for v in values] or [0], color="#5b9e6b")
-        ax.set(xlabel="ok records", title=f"{name} (unknown {f['unknown_rate'] or 0:.0%})")
+        ax.set(xlabel="ok records", title=f"{name} (unknown {f['unknown_rate'] or 0:.1%})")
         plots[f"field:{name}"] = _png(fig)
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for label, data in (
@@ -330,6 +331,7 @@ def report_plots(figures: dict[str, Any]) -> dict[str, str]:
         for c in classes:
             ax.annotate(c["class"], (c["support"], c["recall"]), fontsize=6)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap on a narrow range
         ax.set(xlabel="validation support (log)", ylabel="recall", ylim=(-0.05, 1.05), title=f"{field} head: recall by support")
         plots[f"head:{field}"] = _png(fig)
     return plots

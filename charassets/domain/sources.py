@@ -309,8 +309,11 @@ def _records(lines: Iterator[bytes], csv_quotes: bool) -> Iterator[tuple[int, by
         if not in_quotes:
             yield start, b"".join(parts) if len(parts) > 1 else parts[0]
             parts = []
-    if parts:  # an unterminated quoted field at the end of the file: the rest is one (bad) record
-        yield start, b"".join(parts)
+    if parts:  # a quote never closed: the record it opened is bad, and the lines after it are records again
+        yield start, parts[0]
+        offset = start + len(parts[0])
+        for rel, record in _records(iter(parts[1:]), csv_quotes):
+            yield offset + rel, record
 
 
 def _line_boundaries(f: Any, rows_per_chunk: int, csv_quotes: bool, hasher: Any = None) -> tuple[list[tuple[int, int, int, int]], int]:
@@ -414,9 +417,7 @@ def _as_text(value: Any, separator: str) -> tuple[str | None, str | None]:
         return value, None
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return separator.join(value), None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return None, f"is a {type(value).__name__}, expected text"
-    return None, f"is a {type(value).__name__}, expected text"
+    return None, f"is of type {type(value).__name__}, expected text"
 
 
 def _unencodable(rec: dict[str, Any]) -> str | None:
@@ -544,6 +545,8 @@ def _csv_fields(record: bytes) -> list[str] | ValueError:
         return ValueError(f"invalid CSV: {e}")
     if len(rows) != 1:  # the splitter gives one record; a bare carriage return can still end a line for the reader
         return ValueError(f"invalid CSV: the row reads as {len(rows)} rows")
+    if _csv_line_state(record, False):
+        return ValueError("invalid CSV: a quoted field is never closed")
     return rows[0]
 
 

@@ -5,7 +5,7 @@ import polars as pl
 
 from charassets.defs.metadata import preview
 from charassets.defs.resources import CatalogResource, LakeResource
-from charassets.domain.profiles import COUNT_SCHEMA, build_profiles, merge_counts, profiles_as_counts, usable, value_counts
+from charassets.domain.profiles import COUNT_SCHEMA, build_profiles, merge_counts, profiles_as_counts, usable, value_counts, with_prior
 
 
 @dg.asset(
@@ -20,8 +20,8 @@ def character_profiles(context: dg.AssetExecutionContext, lake: LakeResource, ca
     for key in partitions:
         counts = merge_counts(counts, value_counts(table.read("labels", "tag_attributes", [key]), ontology))
     prior = catalog.prior_profiles_path
-    if prior:  # profiles from another lake (e.g. the main one when extracting a file) count as earlier evidence
-        counts = merge_counts(counts, profiles_as_counts(pl.read_delta(prior), ontology))
+    if prior:  # profiles from another lake (e.g. the main one when extracting a file): only where this data says nothing
+        counts = with_prior(counts, profiles_as_counts(pl.read_delta(prior), ontology))
     profiles = build_profiles(counts if counts is not None else pl.DataFrame(schema=COUNT_SCHEMA), ontology)
     table.write_table("marts", "character_profiles", profiles)
     good = usable(profiles)
