@@ -5,18 +5,16 @@ Output: one row per record with the predicted class (a list of classes for a mul
 head), its probability and whether it clears the head's validation-chosen threshold.
 """
 
-import warnings
-
 import mlflow
 import numpy as np
 import pandas as pd
 
-# MLflow checks `predict`'s type hints when the class is defined, and asks for them; the model
-# takes a plain float array and is logged with no typed signature on purpose
-warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method", category=UserWarning)
-
 
 class AttributeHeadModel(mlflow.pyfunc.PythonModel):
+    # the model takes a plain float array and is logged with no typed signature on purpose: no
+    # type-hint validation (MLflow would otherwise warn, once per head, that predict has no hints)
+    _skip_type_hint_validation = True
+
     def load_context(self, context):
         from charassets.domain.heads import TrainedHead
 
