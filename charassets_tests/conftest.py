@@ -46,6 +46,16 @@ def _isolated_mlflow_uri(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
+def lake_env(root: Path, sources: Path) -> dict[str, str]:
+    """Settings of a throwaway project home: its sources, its lake, the fast hashing embedder."""
+    return {
+        "CHARASSETS_SOURCES": str(sources),
+        "CHARASSETS_LAKE": str(root / "lake"),
+        "CHARASSETS_HOME": str(root),
+        "CHARASSETS_EMBEDDER": "hashing:64",
+    }
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -31,6 +31,7 @@ from charassets.domain.ontology import Ontology
 from charassets.domain.pipeline import clean_stage, label_stage, mart_stage
 from charassets.domain.sources import Chunk, SourcesConfig, read_chunk, register
 from charassets.domain.vocabulary import Vocabulary
+from charassets_tests.conftest import lake_env
 
 EXAMPLES = int(os.environ.get("CHARASSETS_HYPOTHESIS_EXAMPLES", "30"))
 
@@ -157,15 +158,6 @@ def test_overlong_tokens_are_flagged_not_parsed(embedded_vocabulary):
 # ---------------------------------------------------------------------------- 9. the lake decides, content names partitions
 
 
-def _env(root: Path, sources: Path) -> dict[str, str]:
-    return {
-        "CHARASSETS_SOURCES": str(sources),
-        "CHARASSETS_LAKE": str(root / "lake"),
-        "CHARASSETS_HOME": str(root),
-        "CHARASSETS_EMBEDDER": "hashing:64",
-    }
-
-
 def _jsonl_source(root: Path, rows: list[dict], rows_per_partition: int = 4) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "posts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -183,7 +175,7 @@ def _jsonl_source(root: Path, rows: list[dict], rows_per_partition: int = 4) -> 
 
 def test_a_file_replaced_under_its_name_is_new_partitions_and_the_old_are_retired(tmp_path):
     sources = _jsonl_source(tmp_path / "data", [{"id": str(i), "tags": "1girl, solo, red hair"} for i in range(8)])
-    env = _env(tmp_path, sources)
+    env = lake_env(tmp_path, sources)
     with dg.DagsterInstance.ephemeral() as instance:
         run_partitions(build_definitions(env), instance, log_level="WARNING")
         lake = Lake(env["CHARASSETS_LAKE"])
@@ -204,7 +196,7 @@ def test_missing_is_decided_by_the_lake_not_the_event_log(tmp_path):
     from charassets.defs.runner import complete_partitions
 
     sources = _jsonl_source(tmp_path / "data", [{"id": str(i), "tags": "1girl, solo"} for i in range(12)])
-    env = _env(tmp_path, sources)
+    env = lake_env(tmp_path, sources)
     with dg.DagsterInstance.ephemeral() as instance:
         run_partitions(build_definitions(env), instance, log_level="WARNING")
         lake = Lake(env["CHARASSETS_LAKE"])

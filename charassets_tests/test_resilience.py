@@ -20,18 +20,10 @@ from charassets.defs.maintenance import TABLES, maintain_lake
 from charassets.defs.runner import run_partitions
 from charassets.domain.demo import generate
 from charassets.domain.lake import Lake
+from charassets_tests.conftest import lake_env
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE_TABLES = [("raw", "records"), ("raw", "rejects"), ("clean", "tags"), ("labels", "tag_attributes"), ("marts", "character_attributes")]
-
-
-def _env(root: Path, sources: Path) -> dict[str, str]:
-    return {
-        "CHARASSETS_SOURCES": str(sources),
-        "CHARASSETS_LAKE": str(root / "lake"),
-        "CHARASSETS_HOME": str(root),
-        "CHARASSETS_EMBEDDER": "hashing:64",
-    }
 
 
 def _writer(root: str, partitions: list[str], start, rounds: int, retries) -> None:
@@ -108,7 +100,7 @@ def _mart(lake: Lake) -> pl.DataFrame:
 
 def test_parallel_runs_match_sequential_runs(dataset, tmp_path):
     root, sources = dataset
-    seq_env, par_env = _env(tmp_path / "seq", sources), _env(tmp_path / "par", sources)
+    seq_env, par_env = lake_env(tmp_path / "seq", sources), lake_env(tmp_path / "par", sources)
     with dg.DagsterInstance.ephemeral() as instance:
         run_partitions(build_definitions(seq_env), instance, log_level="WARNING")
     (tmp_path / "dagster").mkdir()
@@ -127,7 +119,7 @@ def uninterrupted(dataset, tmp_path_factory) -> Lake:
     """The reference: one uninterrupted run over the dataset."""
     _, sources = dataset
     root = tmp_path_factory.mktemp("uninterrupted")
-    env = _env(root, sources)
+    env = lake_env(root, sources)
     with dg.DagsterInstance.ephemeral() as instance:
         run_partitions(build_definitions(env), instance, log_level="WARNING")
     return Lake(env["CHARASSETS_LAKE"])
@@ -148,7 +140,7 @@ def test_kill_9_at_a_random_point_then_resume(dataset, uninterrupted, tmp_path, 
 
     _, sources = dataset
     rng = random.Random(seed)
-    env = {**os.environ, **_env(tmp_path, sources)}
+    env = {**os.environ, **lake_env(tmp_path, sources)}
     env.pop("DAGSTER_HOME", None)  # the CLI then keeps its instance under CHARASSETS_HOME
     lake = Lake(env["CHARASSETS_LAKE"])
     n_partitions = uninterrupted.read("raw", "source_partitions").height
@@ -193,7 +185,7 @@ def test_two_concurrent_backfills_over_overlapping_partitions(dataset, uninterru
     first, second = keys[: half + 2], keys[half - 2 :]  # four partitions written by both
     procs = []
     for i, part in enumerate((first, second)):
-        env = {**os.environ, **_env(tmp_path, sources), "DAGSTER_HOME": str(tmp_path / f"instance{i}")}
+        env = {**os.environ, **lake_env(tmp_path, sources), "DAGSTER_HOME": str(tmp_path / f"instance{i}")}
         (tmp_path / f"instance{i}").mkdir()
         args = [sys.executable, "-m", "charassets.cli", "run", "--per-run", "2"] + [a for k in part for a in ("--partition", k)]
         procs.append(subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
@@ -204,7 +196,7 @@ def test_two_concurrent_backfills_over_overlapping_partitions(dataset, uninterru
 
 def test_maintenance_compacts_and_vacuums_without_changing_data(dataset, tmp_path):
     _, sources = dataset
-    env = _env(tmp_path, sources)
+    env = lake_env(tmp_path, sources)
     defs = build_definitions(env)
     with dg.DagsterInstance.ephemeral() as instance:
         run_partitions(defs, instance, log_level="WARNING", per_run=2)
