@@ -154,9 +154,7 @@ def strip_prompt_weights(tokens: pl.DataFrame, vocabulary: Vocabulary | None = N
     """
     if vocabulary is None:
         return _map_distinct(tokens, _WEIGHTED, strip_weight)
-    known = set(vocabulary.tags.filter(pl.col("tag").str.contains(":")).get_column("tag").to_list()) | set(
-        vocabulary.aliases.filter(pl.col("alias").str.contains(":")).get_column("alias").to_list()
-    )
+    known = vocabulary.names_with_colon
 
     def strip_unless_known(token: str) -> str:
         return token if re.sub(r"[\s_]+", "_", token.strip().lower()) in known else strip_weight(token)
@@ -202,13 +200,10 @@ def resolve_variants(tokens: pl.DataFrame, vocabulary: Vocabulary) -> tuple[pl.D
       :attr:`Vocabulary.separated_index` (names too, since the separators are still there).
     Anything else stays as written (and is flagged unknown later).
     """
-    known = pl.concat([vocabulary.tags.select("tag"), vocabulary.aliases.select(pl.col("alias").alias("tag"))])
-    distinct = tokens.select(pl.col("token").unique()).join(known, left_on="token", right_on="tag", how="anti")
+    canonical = vocabulary.spellings  # built once per vocabulary, not per chunk
+    distinct = tokens.select(pl.col("token").unique()).join(canonical, left_on="token", right_on="tag", how="anti")
     if distinct.height == 0:
         return tokens, 0
-    canonical = pl.concat(
-        [vocabulary.tags.select("tag", pl.col("tag").alias("target")), vocabulary.aliases.rename({"alias": "tag", "tag": "target"})]
-    )
     mapping = (
         distinct.with_columns(
             pl.col("token").str.replace_all("-", "_").alias("hyphen"), pl.col("token").str.replace_all(r"[_\-]", "").alias("compact")

@@ -136,6 +136,21 @@ class Vocabulary:
         return self._compact(("general", "character", "copyright", "meta"))
 
     @cached_property
+    def spellings(self) -> pl.DataFrame:
+        """``tag -> target``: every canonical tag (to itself) and every alias (to its tag)."""
+        return pl.concat(
+            [
+                self.tags.select("tag", pl.col("tag").alias("target")),
+                self.aliases.select(pl.col("alias").alias("tag"), pl.col("tag").alias("target")),
+            ]
+        )
+
+    @cached_property
+    def names_with_colon(self) -> frozenset[str]:
+        """Tags and aliases containing a colon (``code:002``): names, never prompt weights."""
+        return frozenset(self.spellings.filter(pl.col("tag").str.contains(":")).get_column("tag").to_list())
+
+    @cached_property
     def digest(self) -> str:
         """A fingerprint of the tags and their post counts (what pooling weights depend on)."""
         rows = self.tags.select("tag", "post_count").sort("tag").hash_rows(seed=0).to_numpy().tobytes()
