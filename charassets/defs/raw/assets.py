@@ -4,27 +4,13 @@ import dagster as dg
 import polars as pl
 
 from charassets.defs.exports.assets import EXPORT_DIR
+from charassets.defs.maintenance import TABLES
 from charassets.defs.metadata import per_partition, preview, totals
 from charassets.defs.partitions import backfill_policy, for_each_partition, record_chunks
 from charassets.defs.resources import CatalogResource, LakeResource
 from charassets.domain.sources import REGISTRY_SCHEMA, Chunk, read_chunk, register
 
 REGISTRY = ("raw", "source_partitions")
-# every table with a row per record (or image) of a partition
-PARTITIONED_TABLES = [
-    ("raw", "records"),
-    ("raw", "rejects"),
-    ("clean", "tags"),
-    ("labels", "tag_attributes"),
-    ("features", "embeddings"),
-    ("models", "head_predictions"),
-    ("marts", "character_attributes"),
-    ("raw", "images"),
-    ("raw", "image_rejects"),
-    ("features", "image_signals"),
-    ("features", "image_embeddings"),
-    ("models", "image_head_predictions"),
-]
 
 
 def registered_chunks(lake: LakeResource, partitions: list[str]) -> dict[str, Chunk]:
@@ -52,7 +38,8 @@ def source_partitions(context: dg.AssetExecutionContext, lake: LakeResource, cat
     )
     if retired.height:
         keys = retired.get_column("partition").to_list()
-        deleted = {f"{st}/{nm}": table.delete_partitions(st, nm, keys) for st, nm in PARTITIONED_TABLES}
+        # every table of the lake but the registry (tables without a partition column are skipped)
+        deleted = {f"{st}/{nm}": table.delete_partitions(st, nm, keys) for st, nm in TABLES if (st, nm) != REGISTRY}
         deleted["exports (files)"] = sum(lake.remove(f"{EXPORT_DIR}/{kind}/{key}.{kind}") for key in keys for kind in ("jsonl", "parquet"))
         context.log.warning(f"{len(keys)} partitions of replaced files retired: {keys[:5]}; rows deleted: {deleted}")
         for key in keys:
