@@ -45,7 +45,7 @@ bench-images: $(VENV_STAMP)  ## make bench-images N=2000: N images through the w
 	$(PY) bench/images.py --images $(N)
 
 vocab: $(VENV_STAMP)  ## rewrite the bundled vocabulary: Danbooru's tag list (from $$CHARASSETS_SHARED_DATA, default ../shared/data) and the project's own tags
-	$(PY) -c "from charassets.domain.vocabulary import write_bundled, shared_data_dir as d; print(write_bundled(d() / 'vocab' / 'danbooru_tags.csv'))"
+	$(PY) -c "from charassets.domain.tags.vocabulary import write_bundled, shared_data_dir as d; print(write_bundled(d() / 'vocab' / 'danbooru_tags.csv'))"
 	$(PY) -c "from charassets.domain.demo import write_embedded_vocabulary as w; w('charassets/data/vocabulary.csv')"
 
 clean:

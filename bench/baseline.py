@@ -17,7 +17,7 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-from charassets.domain.vocabulary import Vocabulary
+from charassets.domain.tags.vocabulary import Vocabulary
 
 
 def normalised(tokens: pl.Expr) -> pl.Expr:

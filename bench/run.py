@@ -219,8 +219,8 @@ def image_rate(seconds: float = 5.0) -> dict:
 
     from PIL import Image
 
-    from charassets.domain.image_signals import image_signals
-    from charassets.domain.images import decode_image
+    from charassets.domain.images.signals import image_signals
+    from charassets.domain.images.decode import decode_image
 
     shared = Path(os.environ.get("CHARASSETS_SHARED_DATA", ROOT.parent / "shared" / "data")) / "images_dev"
     files = sorted(shared.glob("*.webp"))
@@ -241,7 +241,7 @@ def image_rate(seconds: float = 5.0) -> dict:
 
 def full_string_rate(lake, defs, n: int = 2000) -> int:
     """Full-string encoding (each record's whole tag list as one text) on a sample: too slow to run on millions here."""
-    from charassets.domain.features import encode_full, feature_tags
+    from charassets.domain.models.features import encode_full, feature_tags
 
     clean = lake.scan("clean", "tags").head(n).collect()
     embedder = defs.resources["embedder"].embedder()

@@ -27,7 +27,7 @@ from charassets.domain.ontology import Ontology
 if TYPE_CHECKING:
     from PIL import Image
 
-    from charassets.domain.images import DecodedImage
+    from charassets.domain.images.decode import DecodedImage
 
 EVIDENCE_COLUMNS = ["attribute", "value", "confidence", "source", "evidence"]
 MAX_UPLOAD_BYTES = 16 * 1024 * 1024  # per upload; Gradio refuses larger (HTTP 413) and the handler checks again
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 def read_upload(path: str | Path, limit: int = MAX_UPLOAD_BYTES) -> bytes:
     """The file's bytes, read once; ``ImageRejected`` when it is over ``limit`` (checked before reading, and while reading)."""
-    from charassets.domain.images import ImageRejected
+    from charassets.domain.images.decode import ImageRejected
 
     def too_large(size: str) -> ImageRejected:
         return ImageRejected(f"file is {size} bytes, over the upload limit of {limit:,} bytes ({limit / 2**20:g} MB)")
@@ -56,14 +56,14 @@ def read_upload(path: str | Path, limit: int = MAX_UPLOAD_BYTES) -> bytes:
 
 def rejected_record(name: str | None, reason: str) -> dict:
     """A rejected image, in the shape ``image_signals.image_record`` gives one."""
-    from charassets.domain.image_signals import rejected_image_record
+    from charassets.domain.images.signals import rejected_image_record
 
     return rejected_image_record(name, reason)
 
 
 def decoded_image_record(decoded: DecodedImage, name: str, ontology: Ontology, backend: str = "animeface") -> dict:
     """``image_signals.image_record`` for an image already decoded (the same function: the record is not decoded again)."""
-    from charassets.domain.image_signals import image_record
+    from charassets.domain.images.signals import image_record
 
     return image_record(decoded, name, ontology, backend)
 
@@ -75,8 +75,8 @@ def analyse(
 
     The upload is read and decoded once; the decoded image is returned for the preview.
     """
-    from charassets.domain.image_signals import image_facts, reconcile, signals_for
-    from charassets.domain.images import ImageRejected, decode_image
+    from charassets.domain.images.decode import ImageRejected, decode_image
+    from charassets.domain.images.signals import image_facts, reconcile, signals_for
     from charassets.domain.pipeline import extract_one
 
     tags = (tags or "").strip()

@@ -185,7 +185,7 @@ def extract(tag_string: str | None, input_path: str | None, image_path: str | No
     if sum(x is not None for x in (tag_string, input_path, image_path)) != 1:
         raise click.UsageError("give exactly one of --tags, --image or --input")
     if image_path is not None:
-        from charassets.domain.image_signals import image_record
+        from charassets.domain.images.signals import image_record
         from charassets.domain.ontology import Ontology
 
         record = image_record(Path(image_path).read_bytes(), Path(image_path).name, Ontology.load(), image_backend)
@@ -275,7 +275,7 @@ COMPARE_COLUMNS = """columns:
 def compare(attribute: str | None) -> None:
     """Versions of each head side by side: metrics, baselines, whether it fills, which is champion."""
     from charassets.definitions import resources_from_env
-    from charassets.domain import model_registry as registry
+    from charassets.domain.models import registry as registry
     from charassets.domain.ontology import Ontology
 
     ontology = Ontology.load()
@@ -346,7 +346,7 @@ def evaluate(gold: str, output: str, json_path: str | None, plot_path: str | Non
 def devset(out_dir: str, characters: str | None, n_characters: int, posts: int, seed: int) -> None:
     """Write a development set of real-style posts (posts.jsonl) and its gold (gold.jsonl)."""
     from charassets.domain.devset import DevsetConfig, generate_devset
-    from charassets.domain.vocabulary import shared_data_dir
+    from charassets.domain.tags.vocabulary import shared_data_dir
 
     path = characters or shared_data_dir() / "characters" / "character_core_tags.csv"
     if not Path(path).exists():

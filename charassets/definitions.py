@@ -22,7 +22,7 @@ import dagster as dg
 from charassets.defs import checks
 from charassets.defs.clean.assets import tags
 from charassets.defs.exports.assets import character_attributes_files
-from charassets.defs.features.assets import embeddings
+from charassets.defs.features.assets import embeddings, tag_vectors
 from charassets.defs.features.images import image_clusters, image_embeddings, image_signals
 from charassets.defs.jobs import (
     build_profiles,
@@ -90,6 +90,7 @@ ASSETS = [
     raw_records,
     tags,
     tag_attributes,
+    tag_vectors,
     embeddings,
     character_attributes,
     character_attributes_files,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from charassets.domain.ontology import Ontology
-from charassets.domain.vocabulary import Vocabulary
+from charassets.domain.tags.vocabulary import Vocabulary
 
 SHARED = Path(os.environ.get("CHARASSETS_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 

@@ -18,9 +18,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 import charassets.app as app_module
-import charassets.domain.images as images_module
+import charassets.domain.images.decode as images_module
 from charassets.app import MAX_UPLOAD_BYTES, PUBLIC_FLAG, is_loopback, main, public_host_warning
-from charassets.domain.image_signals import image_record
+from charassets.domain.images.signals import image_record
 from charassets_tests.conftest import free_port, server, shared_file
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -185,7 +185,7 @@ def test_an_upload_over_the_limit_is_rejected_before_it_is_decoded(handler, deco
 
 def test_the_size_limit_holds_while_reading(monkeypatch, tmp_path):
     """A file that grows after its size was checked is still read no further than the limit."""
-    from charassets.domain.images import ImageRejected
+    from charassets.domain.images.decode import ImageRejected
 
     path = tmp_path / "grows.png"
     path.write_bytes(b"x" * 101)

@@ -106,7 +106,7 @@ def test_extract_file_fills_from_profiles_of_the_input_and_of_the_lake(tmp_path,
     monkeypatch.setenv("CHARASSETS_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("CHARASSETS_LAKE", str(tmp_path / "home" / "lake"))
     from charassets.domain.lake import Lake
-    from charassets.domain.profiles import PROFILE_SCHEMA
+    from charassets.domain.tags.profiles import PROFILE_SCHEMA
 
     Lake(str(tmp_path / "home" / "lake")).write_table(
         "marts",

@@ -30,7 +30,7 @@ from charassets.domain.lake import Lake
 from charassets.domain.ontology import Ontology
 from charassets.domain.pipeline import clean_stage, label_stage, mart_stage
 from charassets.domain.sources import Chunk, SourcesConfig, read_chunk, register
-from charassets.domain.vocabulary import Vocabulary
+from charassets.domain.tags.vocabulary import Vocabulary
 from charassets_tests.conftest import lake_env
 
 EXAMPLES = int(os.environ.get("CHARASSETS_HYPOTHESIS_EXAMPLES", "30"))
@@ -146,7 +146,7 @@ def test_a_parquet_file_with_corrupt_pages_quarantines_its_rows(tmp_path, embedd
 
 def test_overlong_tokens_are_flagged_not_parsed(embedded_vocabulary):
     from charassets.domain.pipeline import extract_one
-    from charassets.domain.tags import MAX_TOKEN_CHARS, OVERLONG, strip_weight
+    from charassets.domain.tags.cleaning import MAX_TOKEN_CHARS, OVERLONG, strip_weight
 
     token = "(" * 32_000
     assert strip_weight(token) == token  # never parsed: the parse of a token is bounded by MAX_TOKEN_CHARS
@@ -350,7 +350,7 @@ def test_mutated_files_lose_no_row(fmt, n, mutations, per, tmp_path_factory, voc
 def test_mutated_image_folders_lose_no_image(mutations, which, sidecar, tmp_path_factory, vocabulary, ontology):
     from PIL import Image
 
-    from charassets.domain.image_stage import images_stage
+    from charassets.domain.images.stage import images_stage
 
     folder = tmp_path_factory.mktemp("images")
     for i in range(6):

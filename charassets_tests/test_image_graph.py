@@ -17,7 +17,7 @@ from PIL import Image
 
 from charassets.definitions import build_definitions
 from charassets.defs.runner import build_everything, run_partitions
-from charassets.domain import model_registry as registry
+from charassets.domain.models import registry as registry
 from charassets.domain.pipeline import apply_images, clean_stage, label_stage
 from charassets.domain.schema import record_model
 from charassets.domain.sources import RAW_SCHEMA, Chunk, SourceSpec
@@ -102,7 +102,7 @@ def built(tmp_path_factory):
         f"- name: table\n  uri: {table_dir / 'rows.parquet'}\n  images: true\n  remote_images: true\n"
     )
     env = {"CHARASSETS_SOURCES": str(sources), "CHARASSETS_LAKE": str(root / "lake"), "CHARASSETS_HOME": str(root)}
-    from charassets.domain import image_fetch
+    from charassets.domain.images import fetch as image_fetch
 
     image_fetch.ALLOW_PRIVATE_HOSTS.add("127.0.0.1")  # the test's own HTTP server, on loopback
     defs = build_definitions(env)
@@ -257,8 +257,8 @@ def test_apply_images_rules(ontology, embedded_vocabulary):
 
 
 def test_near_duplicates_share_a_side_of_the_validation_split():
-    from charassets.domain.heads import stable_split
-    from charassets.domain.training import split_keys
+    from charassets.domain.models.heads import stable_split
+    from charassets.domain.models.training import split_keys
 
     ids = [f"r{i}" for i in range(400)]
     cand = pl.DataFrame({"record_id": ids, "label": ["a", "b"] * 200, "group": [f"g{i // 4}" for i in range(400)]})
@@ -274,7 +274,7 @@ def test_embedded_image_bytes_are_read_in_one_pass_across_row_groups(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from charassets.domain.image_stage import image_payloads
+    from charassets.domain.images.stage import image_payloads
     from charassets.domain.sources import read_chunk, register
 
     blobs = [_bytes(character(200 + i, "red"), "PNG") for i in range(10)]
@@ -290,3 +290,21 @@ def test_embedded_image_bytes_are_read_in_one_pass_across_row_groups(tmp_path):
         records, _ = read_chunk(chunk, spec)
         got = {r["row_index"]: data for r, data in image_payloads(records, chunk, spec)}
         assert got == {i: blobs[i] for i in range(chunk.row_start, chunk.row_start + chunk.row_count)}
+
+
+def test_every_asset_reads_exactly_the_tables_it_declares(built):
+    """The lineage the UI draws is what the code does: each asset read every lake table it declares, and (by the guard) no other."""
+    from charassets.domain.tables import SEEN_READS, TABLES
+
+    defs = built[0]
+    checked: set[str] = set()
+    for assets_def in set(defs.resolve_asset_graph().assets_defs):
+        owned = [TABLES["/".join(k.path)] for k in assets_def.keys]
+        if not owned:  # an asset-check-only definition
+            continue
+        owner = ",".join(sorted(t.path for t in owned))
+        declared = {r for t in owned for r in t.reads} - {t.path for t in owned}
+        lake_reads = {r for r in declared if TABLES[r].storage == "delta"}  # models are read from MLflow, not the lake
+        assert SEEN_READS.get(owner, set()) == lake_reads, owner
+        checked |= {t.path for t in owned}
+    assert checked == set(TABLES)

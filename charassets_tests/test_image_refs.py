@@ -24,8 +24,8 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from charassets.domain import image_stage
-from charassets.domain.images import ImageRejected
+from charassets.domain.images import stage as image_stage
+from charassets.domain.images.decode import ImageRejected
 from charassets.domain.sources import Chunk, SourceSpec, read_chunk, register
 from charassets_tests.conftest import shared_file
 
@@ -115,7 +115,7 @@ def redirect(location: str):
 
 def _policy():
     """The policy module, imported by the tests that use it (the others also run, and fail, on code without it)."""
-    from charassets.domain import image_fetch
+    from charassets.domain.images import fetch as image_fetch
 
     return image_fetch
 
@@ -352,7 +352,7 @@ def _png16(path: Path, side: int) -> None:
 MEASURE = """
 import json, resource, sys
 import psutil
-from charassets.domain.images import decode_image
+from charassets.domain.images.decode import decode_image
 
 def peak_rss():  # this process's own high-water mark (ru_maxrss would also count the parent's, from before exec)
     try:
@@ -387,8 +387,8 @@ def test_each_remote_image_is_fetched_once_per_run(tmp_path, serve, allow_local)
     from charassets.definitions import build_definitions
     from charassets.defs.partitions import record_chunks
     from charassets.defs.runner import run_partitions
-    from charassets.domain.image_signals import image_signals
-    from charassets.domain.images import decode_image
+    from charassets.domain.images.signals import image_signals
+    from charassets.domain.images.decode import decode_image
 
     face = shared_file("images_dev/237060063cc1c26b.webp").read_bytes()  # one face, 512 px: kept as it is
     big = _png(Image.open(io.BytesIO(face)).convert("RGB").resize((1536, 1536), Image.Resampling.LANCZOS))  # shrunk to 1024

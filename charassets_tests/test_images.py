@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from charassets.domain.image_signals import AnimeFaceBackend, Face, Palette, image_signals
-from charassets.domain.images import ImageRejected, confine, decode_image
+from charassets.domain.images.signals import AnimeFaceBackend, Face, Palette, image_signals
+from charassets.domain.images.decode import ImageRejected, confine, decode_image
 from charassets.domain.pipeline import extract_one
 from charassets_tests.conftest import shared_file
 
@@ -273,7 +273,7 @@ def _tiny_tagger(folder, size: int = 32):
 
 
 def test_wd_tagger_backend_maps_predicted_tags_to_the_ontology(tmp_path, ontology):
-    from charassets.domain.wd_tagger import WDTagger, tagger_signals
+    from charassets.domain.images.backends.wd import WDTagger, tagger_signals
 
     tagger = WDTagger.load(str(_tiny_tagger(tmp_path)))  # a folder: the same loader a hub id goes through
     assert tagger.size == 32
@@ -288,7 +288,7 @@ def test_wd_tagger_backend_maps_predicted_tags_to_the_ontology(tmp_path, ontolog
 
 
 def test_wd_label_file_format_of_the_real_tagger():
-    from charassets.domain.wd_tagger import CHARACTER, GENERAL, RATING, read_labels
+    from charassets.domain.images.backends.wd import CHARACTER, GENERAL, RATING, read_labels
 
     labels = read_labels(shared_file("vocab/wd_tagger_selected_tags.csv"))
     counts = dict(labels.group_by("category").len().iter_rows())
@@ -314,7 +314,7 @@ def test_clip_backend_embeds_images_and_answers_zero_shot_prompts(tmp_path, onto
     """A tiny random CLIP saved here, loaded through the same from_pretrained path as a hub checkpoint."""
     from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
 
-    from charassets.domain.clip_images import PROMPTS, ClipImageModel
+    from charassets.domain.images.backends.clip import PROMPTS, ClipImageModel
     from charassets_tests.test_heads import _tiny_tokenizer
 
     _tiny_tokenizer(tmp_path).save_pretrained(tmp_path)
@@ -336,7 +336,7 @@ def test_clip_backend_embeds_images_and_answers_zero_shot_prompts(tmp_path, onto
     for key, a in answers[0].items():
         assert a["value"] in ontology.field(key).values and 0 < a["confidence"] <= 1 and a["source"] == "image"
     # as a signals backend chosen by config: animeface counts, the prompts name the attributes
-    from charassets.domain.image_signals import signals_for
+    from charassets.domain.images.signals import signals_for
 
     single = decode_image(shared_file("images_dev/237060063cc1c26b.webp").read_bytes()).image
     two = decode_image(shared_file("images_dev/0934b708e5f10c41.webp").read_bytes()).image
@@ -391,7 +391,7 @@ def test_embeddings_also_link_duplicates_the_hash_misses():
 
 
 def test_tags_and_image_reconcile_with_disagreements_flagged():
-    from charassets.domain.image_signals import ImageSignals, reconcile
+    from charassets.domain.images.signals import ImageSignals, reconcile
 
     def attr(value, confidence, source):
         return {"value": value, "confidence": confidence, "evidence": [], "source": source}
@@ -413,7 +413,7 @@ def test_tags_and_image_reconcile_with_disagreements_flagged():
 
 
 def test_dev_images_agree_with_their_own_label_tags():
-    from charassets.domain.image_signals import reconcile
+    from charassets.domain.images.signals import reconcile
 
     root, rows = _dev_images()
     checked, disagreements = 0, []

@@ -148,7 +148,7 @@ def test_pipeline_on_postgres_instance_and_mlflow_server(stack_env, mlflow_serve
     }
     assert 0 < predictions.height <= lake.read("raw", "records").height  # records with a gap to fill, and a calibration sample
     # every champion whose field's fill policy allows a text head (Age, Ethnicity and the list fields do not)
-    from charassets.domain.model_registry import model_name
+    from charassets.domain.models.registry import model_name
     from charassets.domain.ontology import Ontology
 
     allowed = {model_name(f.key) for f in Ontology.load().fields if "head" in f.fill}

@@ -6,7 +6,7 @@ import polars as pl
 
 from charassets.domain.demo import generate
 from charassets.domain.pipeline import clean_stage, label_stage, mart_stage
-from charassets.domain.profiles import build_profiles, merge_counts, value_counts
+from charassets.domain.tags.profiles import build_profiles, merge_counts, value_counts
 from charassets.domain.sources import REJECT_SCHEMA, Chunk, SourcesConfig, read_chunk, register
 from charassets_tests.conftest import shared_file
 
@@ -107,7 +107,7 @@ def test_contradicting_records_are_flagged(embedded_vocabulary, ontology):
 
 
 def test_prior_profiles_merge_back_as_counts_for_single_and_list_fields(ontology):
-    from charassets.domain.profiles import STATED, profiles_as_counts
+    from charassets.domain.tags.profiles import STATED, profiles_as_counts
 
     counts = pl.DataFrame(
         [

@@ -8,48 +8,37 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+import pytest
 
 from charassets.definitions import build_definitions
 from charassets.domain.demo import embedded_vocabulary_rows, generate
 from charassets.domain.ontology import Ontology
 from charassets.domain.schema import json_schema
+from charassets.domain.tables import TABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_definitions_load_with_groups_per_stage():
+def test_the_asset_graph_is_the_table_registry():
+    """Every registered table is an asset in its stage's group, with exactly the deps the registry says it reads."""
     defs = build_definitions({"CHARASSETS_HOME": "/nonexistent-home"})
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
-    groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
-    assert groups == {
-        "raw/source_partitions": "raw",
-        "raw/records": "raw",
-        "raw/rejects": "raw",
-        "clean/tags": "clean",
-        "labels/tag_attributes": "labels",
-        "marts/character_attributes": "marts",
-        "exports/character_attributes_files": "exports",
-        "features/embeddings": "features",
-        "models/attribute_heads": "models",
-        "models/head_predictions": "models",
-        "marts/character_profiles": "marts",
-        "raw/images": "raw",
-        "raw/image_rejects": "raw",
-        "features/image_signals": "features",
-        "features/image_embeddings": "features",
-        "features/image_clusters": "features",
-        "models/image_heads": "models",
-        "models/image_head_predictions": "models",
-        "marts/character_attributes_deduplicated": "marts",
-        "reports/dataset_report": "reports",
-    }
-    for key in graph.get_all_asset_keys():
-        assert graph.get(key).description, f"{key} has no description"
+    assets = {k.to_user_string(): graph.get(k) for k in graph.get_all_asset_keys()}
+    assert set(assets) == set(TABLES)
+    for path, node in assets.items():
+        t = TABLES[path]
+        assert node.group_name == t.stage
+        assert {p.to_user_string() for p in node.parent_keys} == set(t.reads), path
+        assert node.is_partitioned == t.partitioned, path
+        assert node.description, f"{path} has no description"
+        assert all(r in TABLES for r in t.reads)
 
 
 def test_domain_imports_no_dagster():
-    modules = [f"charassets.domain.{p.stem}" for p in (ROOT / "charassets" / "domain").glob("*.py") if p.stem != "__init__"]
+    modules = [
+        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__") for p in (ROOT / "charassets" / "domain").rglob("*.py")
+    ]
     code = (
         "import sys\n"
         + "".join(f"import {m}\n" for m in modules)
@@ -59,12 +48,25 @@ def test_domain_imports_no_dagster():
     assert result.returncode == 0, result.stderr
 
 
-def test_maintenance_covers_every_delta_asset():
-    from charassets.defs.maintenance import TABLES
+def test_maintenance_covers_every_delta_table():
+    from charassets.defs.maintenance import TABLES as MAINTAINED
 
     graph = build_definitions().resolve_asset_graph()
     delta = {tuple(k.path) for k in graph.get_all_asset_keys() if "delta" in graph.get(k).kinds}
-    assert len(delta) >= 15 and delta <= set(TABLES), f"not maintained: {sorted(delta - set(TABLES))}"
+    assert delta == {t.key for t in TABLES.values() if t.storage == "delta"}
+    assert delta == set(MAINTAINED)
+
+
+def test_a_read_of_an_undeclared_table_fails(tmp_path):
+    from charassets.domain.lake import Lake
+    from charassets.domain.tables import DeclaredLake, UndeclaredTable, table
+
+    labels = DeclaredLake.for_tables(Lake(str(tmp_path)), [table("labels/tag_attributes")])
+    assert labels.exists("clean", "tags") is False  # declared: allowed (and absent)
+    with pytest.raises(UndeclaredTable, match="reads raw/records"):
+        labels.read("raw", "records")
+    with pytest.raises(UndeclaredTable, match="does not own"):
+        labels.write_table("clean", "tags", pl.DataFrame({"x": [1]}))
 
 
 def test_embedded_vocabulary_is_current():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from charassets.domain import tags as t
-from charassets.domain.tags import clean_tags
+from charassets.domain.tags import cleaning as t
+from charassets.domain.tags.cleaning import clean_tags
 from charassets_tests.conftest import shared_file
 
 
@@ -139,7 +139,7 @@ def test_clean_chain_on_a_messy_prompt(danbooru_vocabulary):
 def test_bundled_vocabulary_is_not_stale(tmp_path):
     """`make vocab` output equals what is bundled: the Danbooru rows, and the project's own rows."""
     from charassets.domain.demo import embedded_vocabulary_rows
-    from charassets.domain.vocabulary import EMBEDDED_DANBOORU, EMBEDDED_VOCABULARY, bundled_rows, read_tagcomplete_csv
+    from charassets.domain.tags.vocabulary import EMBEDDED_DANBOORU, EMBEDDED_VOCABULARY, bundled_rows, read_tagcomplete_csv
 
     source = shared_file("vocab/danbooru_tags.csv")
     assert pl.read_parquet(EMBEDDED_DANBOORU).equals(bundled_rows(source)), "run `make vocab`"
@@ -183,7 +183,7 @@ def test_real_spellings_resolve_to_canonical_tags(written, canonical, embedded_v
 
 
 def test_ambiguous_run_together_forms_stay_unknown():
-    from charassets.domain.vocabulary import Vocabulary
+    from charassets.domain.tags.vocabulary import Vocabulary
 
     raw = pl.DataFrame(
         {

@@ -12,30 +12,13 @@ import os
 
 import dagster as dg
 
-from charassets.defs.features.assets import TAG_VECTORS
 from charassets.defs.resources import LakeResource
 from charassets.domain.lake import Lake
+from charassets.domain.tables import maintained_tables
 
-# written by the graph's assets, plus the tag-vector cache the embeddings asset appends to
-TABLES: list[tuple[str, str]] = [
-    ("raw", "source_partitions"),
-    ("raw", "records"),
-    ("raw", "rejects"),
-    ("clean", "tags"),
-    ("labels", "tag_attributes"),
-    TAG_VECTORS,
-    ("features", "embeddings"),
-    ("models", "head_predictions"),
-    ("marts", "character_profiles"),
-    ("marts", "character_attributes"),
-    ("raw", "images"),
-    ("raw", "image_rejects"),
-    ("features", "image_signals"),
-    ("features", "image_embeddings"),
-    ("features", "image_clusters"),
-    ("models", "image_head_predictions"),
-    ("marts", "character_attributes_deduplicated"),
-]
+# every Delta table the registry marks maintained (charassets/domain/tables.py), in lineage order
+TABLES: list[tuple[str, str]] = [t.key for t in maintained_tables()]
+TAG_VECTORS = ("features", "tag_vectors")
 
 
 MIN_LIVE_RETENTION_HOURS = 1  # a writer commits within minutes of writing its files
@@ -48,7 +31,7 @@ class MaintenanceConfig(dg.Config):
 
 def maintain_lake(lake: Lake, retention_hours: int, target_size: int | None, log=None) -> dict[str, dict[str, int]]:
     """Maintain every existing table; a table that fails (e.g. a concurrent writer won) is reported, the rest go on."""
-    from charassets.domain.features import compact_tag_cache
+    from charassets.domain.models.features import compact_tag_cache
 
     out: dict[str, dict[str, int]] = {}
     for stage, name in TABLES:

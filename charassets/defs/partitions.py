@@ -9,6 +9,8 @@ from typing import Any
 
 import dagster as dg
 
+from charassets.domain.tables import Table, table
+
 # A partition is one chunk of one source file (at most ``rows_per_partition`` records),
 # keyed ``<source>-<file digest>-<chunk>``; keys are added by ``raw/source_partitions``.
 record_chunks = dg.DynamicPartitionsDefinition(name="record_chunks")
@@ -58,14 +60,27 @@ def for_each_partition(
     return results
 
 
-def record_asset(stage: str, name: str, deps: list[tuple[str, str]], kinds: set[str], **kwargs):
-    """A per-record asset: key ``<stage>/<name>``, group ``<stage>``, one partition per record chunk."""
-    return dg.asset(
-        key=[stage, name],
-        deps=[dg.AssetKey(list(d)) for d in deps],
-        group_name=stage,
-        partitions_def=record_chunks,
-        backfill_policy=backfill_policy,
-        kinds=kinds,
-        **kwargs,
-    )
+def asset_key(path: str) -> dg.AssetKey:
+    return dg.AssetKey(path.split("/"))
+
+
+def table_deps(table: Table) -> list[dg.AssetKey]:
+    """The asset keys of what ``table`` reads: its lineage edges, from the registry."""
+    return [asset_key(r) for r in table.reads]
+
+
+def table_spec(path: str, kinds: set[str], **kwargs) -> dg.AssetSpec:
+    """The spec of one output of a multi-asset, from the registry."""
+    t = table(path)
+    return dg.AssetSpec(list(t.key), deps=table_deps(t), group_name=t.stage, kinds=kinds, description=t.description, **kwargs)
+
+
+def table_asset(path: str, kinds: set[str], **kwargs):
+    """An asset writing the registered table ``stage/name``: key, group, deps and partitioning come from the registry.
+
+    A per-record table gets one partition per record chunk and the multi-run backfill
+    policy; a whole-lake table (profiles, clusters, heads, the report) has no partitions.
+    """
+    t = table(path)
+    partitioned = {"partitions_def": record_chunks, "backfill_policy": backfill_policy} if t.partitioned else {}
+    return dg.asset(key=list(t.key), deps=table_deps(t), group_name=t.stage, kinds=kinds, **partitioned, **kwargs)

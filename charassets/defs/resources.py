@@ -13,7 +13,8 @@ from charassets.domain.demo import generate
 from charassets.domain.lake import Lake, fsspec_options
 from charassets.domain.ontology import DEFAULT_ONTOLOGY, Ontology
 from charassets.domain.sources import SourcesConfig
-from charassets.domain.vocabulary import Vocabulary
+from charassets.domain.tables import DeclaredLake, table
+from charassets.domain.tags.vocabulary import Vocabulary
 
 DEMO_RECORDS = 24_000
 
@@ -25,7 +26,13 @@ class LakeResource(dg.ConfigurableResource):
     storage_options: dict[str, str] = {}
 
     def lake(self) -> Lake:
+        """The whole lake, for code outside an asset (runner, checks, maintenance)."""
         return Lake(self.root, dict(self.storage_options))
+
+    def for_asset(self, context: dg.AssetExecutionContext) -> DeclaredLake:
+        """The lake as this asset may use it: the tables its registry entries read, and the ones it writes."""
+        owned = [table("/".join(k.path)) for k in context.assets_def.keys]
+        return DeclaredLake.for_tables(self.lake(), owned)
 
     def write_bytes(self, relative: str, data: bytes) -> str:
         """Write a side file (schema manifest, export) under the root; replaced by a rename, never half-written."""
@@ -91,7 +98,7 @@ class CatalogResource(dg.ConfigurableResource):
 
 @lru_cache(maxsize=4)
 def _embedder(spec: str, batch_size: int, device: str):
-    from charassets.domain.embedders import make_embedder
+    from charassets.domain.models.embedders import make_embedder
 
     return make_embedder(spec, batch_size=batch_size, device=device)
 
@@ -118,7 +125,7 @@ class MlflowResource(dg.ConfigurableResource):
 
 @lru_cache(maxsize=2)
 def _image_embedder(spec: str, device: str):
-    from charassets.domain.image_embedders import load_image_embedder
+    from charassets.domain.images.embedders import load_image_embedder
 
     return load_image_embedder(spec, device)
 

@@ -254,7 +254,7 @@ def load_characters(path: str | Path | None = None) -> list[Character]:
 @lru_cache(maxsize=4)
 def artist_names(n: int = 300, seed: int = 7) -> list[str]:
     """Invented artist names; none is a real Danbooru tag (``niya`` is a character there, and would count as one)."""
-    from charassets.domain.vocabulary import EMBEDDED_DANBOORU
+    from charassets.domain.tags.vocabulary import EMBEDDED_DANBOORU
 
     real = set(pl.read_parquet(EMBEDDED_DANBOORU, columns=["tag"]).get_column("tag").to_list()) if EMBEDDED_DANBOORU.exists() else set()
     rng = np.random.default_rng(seed)

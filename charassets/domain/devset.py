@@ -27,7 +27,7 @@ import polars as pl
 
 from charassets.domain.demo import META, QUALITY, SCENE, SCENERY, Character, artist_names, load_characters
 from charassets.domain.ontology import Ontology
-from charassets.domain.vocabulary import Vocabulary
+from charassets.domain.tags.vocabulary import Vocabulary
 
 SCORED_FIELDS = ("gender", "hair_color", "eye_color", "hair_length", "hair_style")
 CONTRADICTABLE = ("hair_length", "hair_color", "eye_color")

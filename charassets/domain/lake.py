@@ -94,6 +94,20 @@ class Lake:
                 time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
         raise AssertionError("unreachable")
 
+    def append(self, stage: str, table: str, df: pl.DataFrame, retries: int = 8) -> int:
+        """Append rows (an unpartitioned cache such as ``features/tag_vectors``), retrying commit conflicts."""
+        uri, arrow = self.uri(stage, table), df.to_arrow()
+        for attempt in range(retries + 1):
+            try:
+                write_deltalake(uri, arrow, mode="append", schema_mode="merge", storage_options=self.storage_options or None)
+                return df.height
+            except CommitFailedError:
+                if attempt == retries:
+                    raise
+                COMMIT_RETRIES["count"] += 1
+                time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
+        raise AssertionError("unreachable")
+
     def delete_partitions(self, stage: str, table: str, partitions: Sequence[str]) -> int:
         """Delete every row of ``partitions`` (retired chunks); returns the rows deleted (0 when the table is absent)."""
         if not partitions or not self.exists(stage, table):

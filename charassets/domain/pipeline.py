@@ -10,12 +10,12 @@ import json
 
 import polars as pl
 
-from charassets.domain.extraction import UNKNOWN, extract_attributes
 from charassets.domain.ontology import Ontology
 from charassets.domain.schema import IMAGE_DTYPE
 from charassets.domain.sources import SourceSpec
-from charassets.domain.tags import CATEGORY_COLUMNS, CleaningStats, clean_tags
-from charassets.domain.vocabulary import Vocabulary
+from charassets.domain.tags.cleaning import CATEGORY_COLUMNS, CleaningStats, clean_tags
+from charassets.domain.tags.extraction import UNKNOWN, extract_attributes
+from charassets.domain.tags.vocabulary import Vocabulary
 
 KEY_COLUMNS = ("record_id", "source_id", "source", "partition", "row_index")
 EMPTY_LIST = pl.lit([], dtype=pl.List(pl.String))
@@ -105,7 +105,7 @@ def fill_gaps(labels: pl.DataFrame, ontology: Ontology, profiles: pl.DataFrame |
     tags give none. A record whose tags contradict a confident profile is flagged
     ``contradicts_profile:<key>=<profile value>``.
     """
-    from charassets.domain.profiles import usable
+    from charassets.domain.tags.profiles import usable
 
     ok = pl.col("status") == "ok"
     df = labels.with_columns(pl.when(pl.col("characters").list.len() == 1).then(pl.col("characters").list.first()).alias("_character"))
@@ -216,7 +216,7 @@ def apply_images(
     still unknown on an ``ok`` record take a confident image-head prediction (``image_head``).
     Every record with an image gets its facts in ``image`` (``images``: ``raw/images`` rows).
     """
-    from charassets.domain.image_signals import ImageSignals, reconcile
+    from charassets.domain.images.signals import ImageSignals, reconcile
 
     labels = labels.with_columns(pl.lit(None, dtype=pl.String).alias("reason")) if "reason" not in labels.columns else labels
     sig = {} if signals is None else {r["record_id"]: r for r in signals.iter_rows(named=True)}

@@ -18,9 +18,9 @@ from typing import Any
 
 import polars as pl
 
-from charassets.domain.extraction import UNKNOWN
 from charassets.domain.lake import Lake
 from charassets.domain.ontology import Ontology
+from charassets.domain.tags.extraction import UNKNOWN
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "dataset_report.html.j2"
 FINAL = ("marts", "character_attributes")

@@ -13,8 +13,8 @@ from typing import Any, Literal, Optional
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, model_validator
 
-from charassets.domain.extraction import STATUSES, UNKNOWN
 from charassets.domain.ontology import FILL_SOURCES, FieldSpec, Ontology
+from charassets.domain.tags.extraction import STATUSES, UNKNOWN
 
 SOURCES = FILL_SOURCES  # in order of trust: one order for the resolver, the schema and the README
 

@@ -4,7 +4,7 @@ import dagster as dg
 import polars as pl
 
 from charassets.defs.metadata import per_partition, preview, totals
-from charassets.defs.partitions import for_each_partition, record_asset, source_of
+from charassets.defs.partitions import for_each_partition, source_of, table_asset
 from charassets.defs.raw.assets import REGISTRY
 from charassets.defs.resources import CatalogResource, LakeResource
 from charassets.domain.pipeline import clean_stage
@@ -12,10 +12,8 @@ from charassets.domain.pipeline import clean_stage
 ROW_ACCOUNTING = "row_accounting"
 
 
-@record_asset(
-    "clean",
-    "tags",
-    deps=[("raw", "records")],
+@table_asset(
+    "clean/tags",
     kinds={"delta", "polars"},
     check_specs=[
         dg.AssetCheckSpec(
@@ -27,7 +25,7 @@ ROW_ACCOUNTING = "row_accounting"
 )
 def tags(context: dg.AssetExecutionContext, lake: LakeResource, catalog: CatalogResource):
     """Normalised Danbooru tags per record: repaired, unweighted, canonical, de-duplicated, split by category."""
-    table = lake.lake()
+    table = lake.for_asset(context)
     sources, vocabulary = catalog.sources(), catalog.vocabulary()
     last: dict[str, pl.DataFrame] = {}
 

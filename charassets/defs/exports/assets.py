@@ -6,22 +6,20 @@ import json
 import dagster as dg
 
 from charassets.defs.metadata import per_partition
-from charassets.defs.partitions import for_each_partition, record_asset
+from charassets.defs.partitions import for_each_partition, table_asset
 from charassets.defs.resources import CatalogResource, LakeResource
 from charassets.domain.schema import json_schema, to_json_frame
 
 EXPORT_DIR = "exports/character_attributes"
 
 
-@record_asset(
-    "exports",
-    "character_attributes_files",
-    deps=[("marts", "character_attributes")],
+@table_asset(
+    "exports/character_attributes_files",
     kinds={"jsonl", "parquet"},
 )
 def character_attributes_files(context: dg.AssetExecutionContext, lake: LakeResource, catalog: CatalogResource) -> dg.MaterializeResult:
     """The attribute table as one JSONL and one Parquet file per partition (keys exactly as the schema), with the JSON Schema beside them."""
-    table = lake.lake()
+    table = lake.for_asset(context)
     ontology = catalog.ontology()
     lake.write_text(f"{EXPORT_DIR}/schema.json", json.dumps(json_schema(ontology), indent=2))
 

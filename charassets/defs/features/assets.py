@@ -5,40 +5,62 @@ import numpy as np
 import polars as pl
 
 from charassets.defs.metadata import per_partition
-from charassets.defs.partitions import for_each_partition, record_asset
+from charassets.defs.partitions import for_each_partition, table_asset
 from charassets.defs.resources import CatalogResource, EmbedderResource, LakeResource
-from charassets.domain.features import TagVectorCache, content_hashes, encode_full, feature_tags, pool
+from charassets.domain.models.features import TagVectorCache, content_hashes, encode_full, feature_tags, pool
 
 TAG_VECTORS = ("features", "tag_vectors")
 
 
 def load_tag_cache(table, embedder) -> TagVectorCache:
+    """The cached vectors of one embedder (``table``: the asset's declared lake, which must declare the cache)."""
     known = table.scan(*TAG_VECTORS).filter(pl.col("embedder") == embedder.id).collect() if table.exists(*TAG_VECTORS) else None
     return TagVectorCache(embedder, known)
 
 
-def save_tag_cache(table, cache: TagVectorCache) -> int:
-    """Append the newly encoded tag vectors (readers de-duplicate by tag, so a race only costs a duplicate)."""
-    new = cache.new_frame()
-    if new.height:
-        from deltalake import write_deltalake
+@table_asset("features/tag_vectors", kinds={"delta", "torch"})
+def tag_vectors(
+    context: dg.AssetExecutionContext, lake: LakeResource, catalog: CatalogResource, embedder: EmbedderResource
+) -> dg.MaterializeResult:
+    """One vector per distinct tag and embedder: each chunk's tags not yet cached are encoded once and appended."""
+    table = lake.for_asset(context)
+    model = embedder.embedder()
+    cache = load_tag_cache(table, model)
+    cached_before = len(cache.index)
 
-        write_deltalake(table.uri(*TAG_VECTORS), new.to_arrow(), mode="append", storage_options=table.storage_options or None)
-        cache.new_rows.clear()
-    return new.height
+    def work(key: str) -> dict:
+        if embedder.mode == "full":  # whole tag lists are encoded by the embeddings asset: no per-tag cache
+            return {"records": 0, "tags_encoded": 0}
+        clean = table.read("clean", "tags", [key])
+        encoded = cache.ensure(feature_tags(clean).explode().drop_nulls())
+        new = cache.new_frame()
+        if new.height:  # appended with the lake's commit retries; readers de-duplicate by tag
+            table.append(*TAG_VECTORS, new)
+            cache.new_rows.clear()
+        return {"records": clean.height, "tags_encoded": encoded}
+
+    stats = for_each_partition(context, work, row_counts={TAG_VECTORS: "tags_encoded"})
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(cache.index),
+            "embedder": model.id,
+            "tags_encoded": sum(s["tags_encoded"] for s in stats),
+            "tags_cached_before": cached_before,
+            "tags_cached": len(cache.index),
+            "per_partition": per_partition(stats),
+        }
+    )
 
 
-@record_asset(
-    "features",
-    "embeddings",
-    deps=[("clean", "tags")],
+@table_asset(
+    "features/embeddings",
     kinds={"delta", "torch"},
 )
 def embeddings(
     context: dg.AssetExecutionContext, lake: LakeResource, catalog: CatalogResource, embedder: EmbedderResource
 ) -> dg.MaterializeResult:
     """One vector per record: the IDF-weighted mean of its tags' embeddings (each tag embedded once), reused while its tags are unchanged."""
-    table = lake.lake()
+    table = lake.for_asset(context)
     model = embedder.embedder()
     vocabulary = catalog.vocabulary()
     cache = load_tag_cache(table, model)
@@ -66,9 +88,10 @@ def embeddings(
         out = pl.concat([reused.select(computed.columns), computed]).with_columns(pl.lit(model.id).alias("embedder"))
         out = frame.select("record_id").join(out, on="record_id", how="left", maintain_order="left")
         table.write_partitions("features", "embeddings", out, [key])
-        tags_encoded = len(cache.index) - before
-        save_tag_cache(table, cache)
-        return {"records": out.height, "vectors_computed": computed.height, "vectors_reused": reused.height, "tags_encoded": tags_encoded}
+        missing = len(cache.index) - before
+        if missing:
+            context.log.warning(f"{key}: {missing} tags were not in features/tag_vectors (encoded now, not cached): materialize it first")
+        return {"records": out.height, "vectors_computed": computed.height, "vectors_reused": reused.height, "tags_not_cached": missing}
 
     stats = for_each_partition(context, work)
     dim = model.dim
@@ -80,7 +103,7 @@ def embeddings(
             "dim": dim,
             "vectors_computed": sum(s["vectors_computed"] for s in stats),
             "vectors_reused": sum(s["vectors_reused"] for s in stats),
-            "tags_encoded": sum(s["tags_encoded"] for s in stats),
+            "tags_not_cached": sum(s["tags_not_cached"] for s in stats),
             "tags_cached": len(cache.index),
             "records_per_s_embedding": round(sum(s["records"] for s in stats) / max(1e-9, sum(s["seconds"] for s in stats))),
             "per_partition": per_partition(stats),

@@ -6,25 +6,25 @@ import polars as pl
 
 from charassets.defs.features.assets import _as_list_column
 from charassets.defs.metadata import per_partition, preview
-from charassets.defs.partitions import for_each_partition, record_asset
+from charassets.defs.partitions import for_each_partition, table_asset
 from charassets.defs.raw.images import image_partitions
 from charassets.defs.resources import CatalogResource, ImageModelsResource, LakeResource
 from charassets.domain.dedup import deduplicated, near_duplicate_clusters
-from charassets.domain.features import vector_matrix
-from charassets.domain.image_embedders import ColorLayoutEmbedder, thumbnails
-from charassets.domain.image_stage import signals_stage
+from charassets.domain.images.embedders import ColorLayoutEmbedder, thumbnails
+from charassets.domain.images.stage import signals_stage
+from charassets.domain.models.features import vector_matrix
 
 EMBED_BATCH = 256
 
 
-@record_asset("features", "image_signals", deps=[("raw", "images"), ("raw", "records")], kinds={"delta", "pillow"})
+@table_asset("features/image_signals", kinds={"delta", "pillow"})
 def image_signals(
     context: dg.AssetExecutionContext, lake: LakeResource, catalog: CatalogResource, image_models: ImageModelsResource
 ) -> dg.MaterializeResult:
     """Per decoded image: faces and their boxes (one: ok; several or none: ambiguous), hair and eye colour named in CIELAB, flags."""
-    table = lake.lake()
+    table = lake.for_asset(context)
     ontology = catalog.ontology()
-    with_images = image_partitions(lake, catalog, context.partition_keys)
+    with_images = image_partitions(table, catalog, context.partition_keys)
     last: list[pl.DataFrame] = []
 
     def work(key: str) -> dict:
@@ -56,10 +56,10 @@ def image_signals(
     )
 
 
-@record_asset("features", "image_embeddings", deps=[("raw", "images")], kinds={"delta", "torch"})
+@table_asset("features/image_embeddings", kinds={"delta", "torch"})
 def image_embeddings(context: dg.AssetExecutionContext, lake: LakeResource, image_models: ImageModelsResource) -> dg.MaterializeResult:
     """One unit vector per decoded image, from its thumbnail: the colour-layout descriptor offline, CLIP/SigLIP by config."""
-    table = lake.lake()
+    table = lake.for_asset(context)
     model = image_models.embedder()
 
     def work(key: str) -> dict:
@@ -94,15 +94,13 @@ class ClusterConfig(dg.Config):
     use_embeddings: bool = True
 
 
-@dg.asset(
-    key=["features", "image_clusters"],
-    deps=[dg.AssetKey(["raw", "images"]), dg.AssetKey(["features", "image_embeddings"])],
-    group_name="features",
+@table_asset(
+    "features/image_clusters",
     kinds={"delta", "faiss"},
 )
 def image_clusters(context: dg.AssetExecutionContext, config: ClusterConfig, lake: LakeResource) -> dg.MaterializeResult:
     """Near-duplicate clusters over every image: pHash within a Hamming radius (multi-index hashing) and CLIP-cosine neighbours (HNSW)."""
-    table = lake.lake()
+    table = lake.for_asset(context)
     schema = {
         "record_id": pl.String,
         "partition": pl.String,

@@ -4,20 +4,18 @@ import dagster as dg
 import polars as pl
 
 from charassets.defs.metadata import per_partition, preview
-from charassets.defs.partitions import for_each_partition, record_asset
+from charassets.defs.partitions import for_each_partition, table_asset
 from charassets.defs.resources import CatalogResource, LakeResource
 from charassets.domain.pipeline import label_stage
 
 
-@record_asset(
-    "labels",
-    "tag_attributes",
-    deps=[("clean", "tags")],
+@table_asset(
+    "labels/tag_attributes",
     kinds={"delta", "polars"},
 )
 def tag_attributes(context: dg.AssetExecutionContext, lake: LakeResource, catalog: CatalogResource) -> dg.MaterializeResult:
     """Per record: subject count, status (ok / ambiguous / no_character), flags and each attribute with evidence and confidence."""
-    table = lake.lake()
+    table = lake.for_asset(context)
     ontology = catalog.ontology()
     last: dict[str, pl.DataFrame] = {}
 

@@ -6,7 +6,7 @@ import dagster as dg
 import polars as pl
 
 from charassets.defs.metadata import per_partition, preview
-from charassets.defs.partitions import for_each_partition, record_asset
+from charassets.defs.partitions import for_each_partition, table_asset
 from charassets.defs.raw.images import image_partitions
 from charassets.defs.resources import CatalogResource, LakeResource
 from charassets.domain.pipeline import mart_stage, unknown_rates, value_counts
@@ -37,18 +37,8 @@ ROWS_VALID = "rows_match_schema"
 PLAUSIBLE = "plausible_unknown_rates"
 
 
-@record_asset(
-    "marts",
-    "character_attributes",
-    deps=[
-        ("labels", "tag_attributes"),
-        ("raw", "rejects"),
-        ("marts", "character_profiles"),
-        ("models", "head_predictions"),
-        ("features", "image_signals"),
-        ("raw", "image_rejects"),
-        ("models", "image_head_predictions"),
-    ],
+@table_asset(
+    "marts/character_attributes",
     kinds={"delta", "polars"},
     check_specs=[
         dg.AssetCheckSpec(
@@ -65,8 +55,8 @@ PLAUSIBLE = "plausible_unknown_rates"
 )
 def character_attributes(context: dg.AssetExecutionContext, lake: LakeResource, catalog: CatalogResource):
     """One row per record in the output schema: attributes from tags, else the character's profile, else a confident head, else the image; rejects included."""
-    table = lake.lake()
-    with_images = image_partitions(lake, catalog, context.partition_keys)
+    table = lake.for_asset(context)
+    with_images = image_partitions(table, catalog, context.partition_keys)
     ontology = catalog.ontology()
     profiles = table.read("marts", "character_profiles") if table.exists("marts", "character_profiles") else None
     schema_uri = lake.write_text(SCHEMA_FILE, json.dumps(json_schema(ontology), indent=2))

@@ -4,18 +4,17 @@ import dagster as dg
 import polars as pl
 
 from charassets.defs.metadata import preview
+from charassets.defs.partitions import table_asset
 from charassets.defs.resources import LakeResource
 
 
-@dg.asset(
-    key=["marts", "character_attributes_deduplicated"],
-    deps=[dg.AssetKey(["marts", "character_attributes"]), dg.AssetKey(["features", "image_clusters"])],
-    group_name="marts",
+@table_asset(
+    "marts/character_attributes_deduplicated",
     kinds={"delta", "polars"},
 )
 def character_attributes_deduplicated(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     """The final table with a cluster id and size per image record, keeping one record (the largest image) per near-duplicate cluster."""
-    table = lake.lake()
+    table = lake.for_asset(context)
     clusters = (
         table.read("features", "image_clusters")
         if table.exists("features", "image_clusters")

@@ -4,16 +4,15 @@ import dagster as dg
 import polars as pl
 
 from charassets.defs.metadata import preview
+from charassets.defs.partitions import table_asset
 from charassets.defs.resources import CatalogResource, LakeResource
-from charassets.domain.profiles import COUNT_SCHEMA, build_profiles, merge_counts, profiles_as_counts, usable, value_counts, with_prior
+from charassets.domain.tags.profiles import COUNT_SCHEMA, build_profiles, merge_counts, profiles_as_counts, usable, value_counts, with_prior
 
 
-@dg.asset(
-    key=["marts", "character_profiles"], deps=[dg.AssetKey(["labels", "tag_attributes"])], group_name="marts", kinds={"delta", "polars"}
-)
+@table_asset("marts/character_profiles", kinds={"delta", "polars"})
 def character_profiles(context: dg.AssetExecutionContext, lake: LakeResource, catalog: CatalogResource) -> dg.MaterializeResult:
     """Each named character's usual look (majority value per attribute, its support and agreement) from its single-character records."""
-    table = lake.lake()
+    table = lake.for_asset(context)
     ontology = catalog.ontology()
     counts = None
     partitions = sorted(table.partition_counts("labels", "tag_attributes"))

@@ -10,11 +10,12 @@ import polars as pl
 
 from charassets.defs.features.assets import load_tag_cache
 from charassets.defs.metadata import preview
+from charassets.defs.partitions import table_asset
 from charassets.defs.resources import CatalogResource, EmbedderResource, LakeResource, MlflowResource
-from charassets.domain import model_registry as registry
-from charassets.domain.features import vector_matrix
-from charassets.domain.heads import HeadConfig, evaluate, evaluate_multilabel
-from charassets.domain.training import (
+from charassets.domain.models import registry as registry
+from charassets.domain.models.features import vector_matrix
+from charassets.domain.models.heads import HeadConfig, evaluate, evaluate_multilabel
+from charassets.domain.models.training import (
     field_candidates,
     merge_candidates,
     merge_multi,
@@ -48,10 +49,8 @@ def _flat_metrics(result) -> dict[str, float]:
     return m
 
 
-@dg.asset(
-    key=["models", "attribute_heads"],
-    deps=[dg.AssetKey(["labels", "tag_attributes"]), dg.AssetKey(["features", "embeddings"])],
-    group_name="models",
+@table_asset(
+    "models/attribute_heads",
     kinds={"torch", "mlflow"},
     check_specs=[
         dg.AssetCheckSpec(
@@ -71,7 +70,7 @@ def attribute_heads(
     mlflow_store: MlflowResource,
 ):
     """One classifier per attribute, trained on rule labels across all partitions (bounded sample), each run an MLflow model version."""
-    table = lake.lake()
+    table = lake.for_asset(context)
     ontology, vocabulary, model = catalog.ontology(), catalog.vocabulary(), embedder.embedder()
     wanted = set(config.fields)
     # every attribute with a closed set of values: single-label heads, and multi-label heads for list fields

@@ -6,20 +6,18 @@ import polars as pl
 from charassets.defs.metadata import per_partition
 from charassets.defs.models.assets import GATE, HeadTraining, heads_result, sample_training_data, train_log_and_gate, training_tags
 from charassets.defs.models.predictions import champion_heads, prediction_struct
-from charassets.defs.partitions import for_each_partition, record_asset
+from charassets.defs.partitions import for_each_partition, table_asset
 from charassets.defs.resources import CatalogResource, ImageModelsResource, LakeResource, MlflowResource
-from charassets.domain import model_registry as registry
 from charassets.domain.dedup import near_duplicate_clusters
-from charassets.domain.features import vector_matrix
-from charassets.domain.heads import HeadConfig
+from charassets.domain.models import registry as registry
+from charassets.domain.models.features import vector_matrix
+from charassets.domain.models.heads import HeadConfig
 
 PREFIX = "image_"  # registered as charassets-head-image-<field>
 
 
-@dg.asset(
-    key=["models", "image_heads"],
-    deps=[dg.AssetKey(["labels", "tag_attributes"]), dg.AssetKey(["features", "image_embeddings"])],
-    group_name="models",
+@table_asset(
+    "models/image_heads",
     kinds={"torch", "mlflow"},
     check_specs=[
         dg.AssetCheckSpec(
@@ -39,7 +37,7 @@ def image_heads(
     mlflow_store: MlflowResource,
 ):
     """One classifier per attribute on image vectors; labels come from the tags of the records that have both (weak supervision)."""
-    table = lake.lake()
+    table = lake.for_asset(context)
     ontology, model = catalog.ontology(), image_models.embedder()
     wanted = set(config.fields)
     fields = [f for f in ontology.fields if f.values and ((wanted & {f.name, f.key}) if wanted else "image_head" in f.fill)]
@@ -78,10 +76,8 @@ def near_duplicate_groups(table, records: pl.DataFrame, max_hamming: int = 6) ->
     return hashes.select("record_id").with_columns(pl.Series("group", ids[first] if len(first) else [], dtype=pl.String))
 
 
-@record_asset(
-    "models",
-    "image_head_predictions",
-    deps=[("features", "image_embeddings"), ("models", "image_heads")],
+@table_asset(
+    "models/image_head_predictions",
     kinds={"delta", "torch"},
 )
 def image_head_predictions(
@@ -92,7 +88,7 @@ def image_head_predictions(
     mlflow_store: MlflowResource,
 ) -> dg.MaterializeResult:
     """Per image and attribute: the champion image head's value, its probability, and whether it clears the threshold."""
-    table = lake.lake()
+    table = lake.for_asset(context)
     ontology, model = catalog.ontology(), image_models.embedder()
     registry.configure(mlflow_store.tracking_uri)
     heads = champion_heads(context, ontology, getattr(model, "dim", None), PREFIX)  # a CLIP model knows its size once loaded

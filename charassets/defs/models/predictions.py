@@ -6,11 +6,11 @@ import polars as pl
 
 from charassets.defs.features.assets import load_tag_cache
 from charassets.defs.metadata import per_partition
-from charassets.defs.partitions import for_each_partition, record_asset
+from charassets.defs.partitions import for_each_partition, table_asset
 from charassets.defs.resources import CatalogResource, EmbedderResource, LakeResource, MlflowResource
-from charassets.domain import model_registry as registry
-from charassets.domain.features import vector_matrix
-from charassets.domain.heads import label_sets, masked_features
+from charassets.domain.models import registry as registry
+from charassets.domain.models.features import vector_matrix
+from charassets.domain.models.heads import label_sets, masked_features
 
 
 def prediction_struct(head, proba: np.ndarray, model: str, key: str, probs: bool = True) -> pl.Series:
@@ -71,10 +71,8 @@ def champion_heads(context: dg.AssetExecutionContext, ontology, dim: int | None,
     return heads
 
 
-@record_asset(
-    "models",
-    "head_predictions",
-    deps=[("features", "embeddings"), ("labels", "tag_attributes"), ("models", "attribute_heads")],
+@table_asset(
+    "models/head_predictions",
     kinds={"delta", "torch"},
 )
 def head_predictions(
@@ -85,7 +83,7 @@ def head_predictions(
     mlflow_store: MlflowResource,
 ) -> dg.MaterializeResult:
     """Per record that may need it (a gap in a head's field, or one of a calibration sample): each champion head's value, its confidence, and whether it fires."""
-    table = lake.lake()
+    table = lake.for_asset(context)
     ontology, model = catalog.ontology(), embedder.embedder()
     registry.configure(mlflow_store.tracking_uri)  # read-only: champions
     heads = champion_heads(context, ontology, model.dim)

@@ -4,18 +4,20 @@ import dagster as dg
 import polars as pl
 
 from charassets.defs.exports.assets import EXPORT_DIR
-from charassets.defs.maintenance import TABLES
 from charassets.defs.metadata import per_partition, preview, totals
-from charassets.defs.partitions import backfill_policy, for_each_partition, record_chunks
+from charassets.defs.partitions import backfill_policy, for_each_partition, record_chunks, table_asset, table_spec
 from charassets.defs.resources import CatalogResource, LakeResource
 from charassets.domain.sources import REGISTRY_SCHEMA, Chunk, read_chunk, register
+from charassets.domain.tables import lake_tables
 
 REGISTRY = ("raw", "source_partitions")
+# the lake tables holding rows per record chunk: a retired chunk's rows are deleted from each
+RETIRED_WITH_CHUNK = [t.key for t in lake_tables() if t.per_chunk_rows]
 
 
-def registered_chunks(lake: LakeResource, partitions: list[str]) -> dict[str, Chunk]:
-    """Registry rows of the given partitions; a clear error for keys never registered."""
-    reg = lake.lake().read(*REGISTRY).filter(pl.col("partition").is_in(partitions))
+def registered_chunks(table, partitions: list[str]) -> dict[str, Chunk]:
+    """Registry rows of the given partitions (``table``: the asset's declared lake); a clear error for keys never registered."""
+    reg = table.read(*REGISTRY).filter(pl.col("partition").is_in(partitions))
     chunks = {row["partition"]: Chunk.from_row(row) for row in reg.iter_rows(named=True)}
     missing = sorted(set(partitions) - set(chunks))
     if missing:
@@ -23,10 +25,10 @@ def registered_chunks(lake: LakeResource, partitions: list[str]) -> dict[str, Ch
     return chunks
 
 
-@dg.asset(key=list(REGISTRY), group_name="raw", kinds={"delta", "polars"})
+@table_asset("raw/source_partitions", kinds={"delta", "polars"})
 def source_partitions(context: dg.AssetExecutionContext, lake: LakeResource, catalog: CatalogResource) -> dg.MaterializeResult:
     """Every chunk of every configured source file: the registry that record partitions are made from."""
-    table = lake.lake()
+    table = lake.for_asset(context)
     current = (
         pl.concat([register(s) for s in catalog.sources().sources]) if catalog.sources().sources else pl.DataFrame(schema=REGISTRY_SCHEMA)
     )
@@ -39,7 +41,7 @@ def source_partitions(context: dg.AssetExecutionContext, lake: LakeResource, cat
     if retired.height:
         keys = retired.get_column("partition").to_list()
         # every table of the lake but the registry (tables without a partition column are skipped)
-        deleted = {f"{st}/{nm}": table.delete_partitions(st, nm, keys) for st, nm in TABLES if (st, nm) != REGISTRY}
+        deleted = {f"{st}/{nm}": table.delete_partitions(st, nm, keys) for st, nm in RETIRED_WITH_CHUNK}
         deleted["exports (files)"] = sum(lake.remove(f"{EXPORT_DIR}/{kind}/{key}.{kind}") for key in keys for kind in ("jsonl", "parquet"))
         context.log.warning(f"{len(keys)} partitions of replaced files retired: {keys[:5]}; rows deleted: {deleted}")
         for key in keys:
@@ -76,29 +78,17 @@ def source_partitions(context: dg.AssetExecutionContext, lake: LakeResource, cat
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec(
-            ["raw", "records"],
-            deps=[source_partitions],
-            group_name="raw",
-            kinds={"delta", "polars"},
-            description="Tag records as read from their source, with a stable record id.",
-        ),
-        dg.AssetSpec(
-            ["raw", "rejects"],
-            deps=[source_partitions],
-            group_name="raw",
-            kinds={"delta", "polars"},
-            description="Rows that could not be read or lack required fields, with the reason (quarantine).",
-        ),
+        table_spec("raw/records", kinds={"delta", "polars"}),
+        table_spec("raw/rejects", kinds={"delta", "polars"}),
     ],
     partitions_def=record_chunks,
     backfill_policy=backfill_policy,
 )
 def raw_records(context: dg.AssetExecutionContext, lake: LakeResource, catalog: CatalogResource):
     """Reads each chunk: good rows to raw/records, bad rows to raw/rejects."""
-    chunks = registered_chunks(lake, context.partition_keys)
+    table = lake.for_asset(context)
+    chunks = registered_chunks(table, context.partition_keys)
     sources = catalog.sources()
-    table = lake.lake()
     last: dict[str, pl.DataFrame] = {}
 
     def work(key: str) -> dict:

@@ -4,17 +4,17 @@ import dagster as dg
 import polars as pl
 
 from charassets.defs.metadata import per_partition, preview, totals
-from charassets.defs.partitions import backfill_policy, for_each_partition, record_chunks
+from charassets.defs.partitions import backfill_policy, for_each_partition, record_chunks, table_spec
 from charassets.defs.raw.assets import registered_chunks
 from charassets.defs.resources import CatalogResource, LakeResource
-from charassets.domain.image_stage import images_stage
+from charassets.domain.images.stage import images_stage
 
 IMAGES_ACCOUNTED = "every_image_accounted"
 
 
-def image_partitions(lake: LakeResource, catalog: CatalogResource, keys: list[str]) -> dict[str, tuple]:
+def image_partitions(table, catalog: CatalogResource, keys: list[str]) -> dict[str, tuple]:
     """``key -> (chunk, source spec)`` for the keys whose source has images to decode; other keys have no image rows."""
-    chunks = registered_chunks(lake, keys)
+    chunks = registered_chunks(table, keys)
     sources = catalog.sources()
     specs = {k: sources.get(c.source) for k, c in chunks.items()}
     return {k: (chunks[k], s) for k, s in specs.items() if s.decodes_images}
@@ -22,23 +22,8 @@ def image_partitions(lake: LakeResource, catalog: CatalogResource, keys: list[st
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec(
-            ["raw", "images"],
-            deps=[dg.AssetKey(["raw", "records"])],
-            group_name="raw",
-            kinds={"delta", "pillow"},
-            description=(
-                "Per record with an image: size, format, mode, frames, sha256, perceptual hash and a WebP thumbnail"
-                " (and, for an image fetched over http(s), a working copy: no later stage fetches it again)."
-            ),
-        ),
-        dg.AssetSpec(
-            ["raw", "image_rejects"],
-            deps=[dg.AssetKey(["raw", "records"])],
-            group_name="raw",
-            kinds={"delta", "polars"},
-            description="Images that could not be read or decoded (empty, corrupt, truncated, bombs, escaping paths...), with the reason.",
-        ),
+        table_spec("raw/images", kinds={"delta", "pillow"}),
+        table_spec("raw/image_rejects", kinds={"delta", "polars"}),
     ],
     check_specs=[
         dg.AssetCheckSpec(
@@ -52,8 +37,8 @@ def image_partitions(lake: LakeResource, catalog: CatalogResource, keys: list[st
 )
 def raw_images(context: dg.AssetExecutionContext, lake: LakeResource, catalog: CatalogResource):
     """Decodes each chunk's images (sources with ``format: images`` or ``images: true``; other sources have none)."""
-    table = lake.lake()
-    with_images = image_partitions(lake, catalog, context.partition_keys)
+    table = lake.for_asset(context)
+    with_images = image_partitions(table, catalog, context.partition_keys)
     last: dict[str, pl.DataFrame] = {}
     referenced: dict[str, int] = {}
 

@@ -2,8 +2,9 @@
 
 import dagster as dg
 
+from charassets.defs.partitions import table_asset
 from charassets.defs.resources import CatalogResource, LakeResource, MlflowResource
-from charassets.domain import model_registry as registry
+from charassets.domain.models import registry as registry
 from charassets.domain.report import dataset_figures, figures_json, render_html, report_plots
 
 HTML = "reports/dataset_report.html"
@@ -22,22 +23,13 @@ def head_recall(ontology, tracking_uri: str) -> dict[str, list[dict]]:
     return out
 
 
-@dg.asset(
-    key=["reports", "dataset_report"],
-    deps=[
-        dg.AssetKey(["marts", "character_attributes"]),
-        dg.AssetKey(["clean", "tags"]),
-        dg.AssetKey(["marts", "character_profiles"]),
-        dg.AssetKey(["raw", "images"]),
-        dg.AssetKey(["features", "image_clusters"]),
-        dg.AssetKey(["models", "attribute_heads"]),
-    ],
-    group_name="reports",
+@table_asset(
+    "reports/dataset_report",
     kinds={"polars", "html"},
 )
 def dataset_report(context: dg.AssetExecutionContext, lake: LakeResource, catalog: CatalogResource, mlflow_store: MlflowResource):
     """The dataset report (HTML and JSON): distributions, the long tail, label noise and example records, over every partition."""
-    table, ontology = lake.lake(), catalog.ontology()
+    table, ontology = lake.for_asset(context), catalog.ontology()
     if not table.exists("marts", "character_attributes"):
         raise dg.Failure("no final table yet: build it first (make demo, or materialize marts/character_attributes)")
     figures = dataset_figures(table, ontology, head_recall(ontology, mlflow_store.tracking_uri))

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urljoin, urlsplit
 
-from charassets.domain.images import ImageRejected, confine
+from charassets.domain.images.decode import ImageRejected, confine
 from charassets.domain.sources import SourceSpec
 
 MAX_IMAGE_BYTES = 64 * 2**20

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from charassets.domain.image_signals import to_lab
+from charassets.domain.images.signals import to_lab
 
 GRID = 12
 BINS = 4
@@ -53,7 +53,7 @@ def load_image_embedder(spec: str, device: str = "cpu"):
     if spec == "colorlayout":
         return ColorLayoutEmbedder()
     if spec.startswith("clip:"):
-        from charassets.domain.clip_images import ClipImageModel
+        from charassets.domain.images.backends.clip import ClipImageModel
 
         return ClipImageModel(spec[5:], device=device)
     raise ValueError(f"unknown image embedder {spec!r}: use 'colorlayout' or 'clip:<hub id or path>'")

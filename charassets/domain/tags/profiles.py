@@ -28,8 +28,8 @@ import math
 
 import polars as pl
 
-from charassets.domain.extraction import UNKNOWN
 from charassets.domain.ontology import FieldSpec, Ontology
+from charassets.domain.tags.extraction import UNKNOWN
 
 COUNT_SCHEMA = {"character": pl.String, "field": pl.String, "value": pl.String, "n": pl.Int64}
 PROFILE_SCHEMA = {

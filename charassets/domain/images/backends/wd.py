@@ -89,7 +89,7 @@ class WDTagger:
 
 def tagger_signals(image: Image.Image, tagger: WDTagger, ontology):
     """The tagger's tags through the text path: status, flags and attributes as for a tag record (source ``image``)."""
-    from charassets.domain.image_signals import ImageSignals
+    from charassets.domain.images.signals import ImageSignals
     from charassets.domain.pipeline import extract_one
 
     out = tagger.predict(image)

@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 from PIL import Image, ImageCms
 
-COLORS_FILE = Path(__file__).resolve().parents[1] / "ontology" / "colors.yaml"
+COLORS_FILE = Path(__file__).resolve().parents[2] / "ontology" / "colors.yaml"
 UNKNOWN = "unknown"
 
 
@@ -201,14 +201,14 @@ def _default_palette() -> Palette:
 
 @lru_cache(maxsize=4)
 def _wd_tagger(spec: str):
-    from charassets.domain.wd_tagger import WDTagger
+    from charassets.domain.images.backends.wd import WDTagger
 
     return WDTagger.load(spec)
 
 
 @lru_cache(maxsize=2)
 def _clip(spec: str):
-    from charassets.domain.clip_images import ClipImageModel
+    from charassets.domain.images.backends.clip import ClipImageModel
 
     return ClipImageModel(spec)
 
@@ -223,7 +223,7 @@ def signals_for(image: Image.Image, backend: str, ontology) -> ImageSignals:
     if backend == "animeface":
         return image_signals(image)
     if backend.startswith("wd:"):
-        from charassets.domain.wd_tagger import tagger_signals
+        from charassets.domain.images.backends.wd import tagger_signals
 
         return tagger_signals(image, _wd_tagger(backend[3:]), ontology)
     if backend.startswith("clip:"):
@@ -256,7 +256,7 @@ def image_record(data, name: str, ontology, backend: str = "animeface") -> dict:
     Unreadable input gives ``status: rejected`` with the reason. Only an ``ok`` record has
     attributes (as for tag records); fields the image says nothing about are unknown.
     """
-    from charassets.domain.images import ImageRejected, decode_image
+    from charassets.domain.images.decode import ImageRejected, decode_image
 
     base = rejected_image_record(name, None)
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from charassets.domain.heads import (
+from charassets.domain.models.heads import (
     NEVER,
     HeadConfig,
     TrainedHead,
@@ -249,7 +249,7 @@ def train_multi_field(
     spec: FieldSpec, cand: pl.DataFrame, vectors: np.ndarray, sums: np.ndarray, cache, weights: np.ndarray, config: HeadConfig
 ) -> FieldResult | None:
     """Multi-label head for a multi-valued field: per-class thresholds, per-class metrics, baselines."""
-    from charassets.domain.heads import choose_class_thresholds, evaluate_multilabel, multi_hot, train_multilabel_head
+    from charassets.domain.models.heads import choose_class_thresholds, evaluate_multilabel, multi_hot, train_multilabel_head
 
     sets = cand.get_column("labels").to_list()
     counts = Counter(c for s in sets for c in s)

@@ -24,8 +24,8 @@ from typing import Any
 import fsspec
 import polars as pl
 
-from charassets.domain.image_fetch import MAX_IMAGE_BYTES, LocalPath, RemoteURL, fetch_url, is_remote, resolve_reference
-from charassets.domain.images import ImageRejected, decode_image
+from charassets.domain.images.decode import ImageRejected, decode_image
+from charassets.domain.images.fetch import MAX_IMAGE_BYTES, LocalPath, RemoteURL, fetch_url, is_remote, resolve_reference
 from charassets.domain.sources import EMBEDDED, Chunk, SourceSpec
 
 READ_BATCH = 64
@@ -207,7 +207,7 @@ def signals_stage(
     to the picture's own size); any other is re-read from the source, at full resolution.
     A URL is never fetched here: without a working copy it is ``unreadable``.
     """
-    from charassets.domain.image_signals import signals_for
+    from charassets.domain.images.signals import signals_for
 
     copies = {}
     if working is not None and "working_copy" in working.columns:

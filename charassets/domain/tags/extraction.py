@@ -19,7 +19,7 @@ from __future__ import annotations
 import polars as pl
 
 from charassets.domain.ontology import Ontology
-from charassets.domain.tags import OVERLONG
+from charassets.domain.tags.cleaning import OVERLONG
 
 STATUSES = ("ok", "ambiguous", "no_character", "rejected")
 UNKNOWN = "unknown"

@@ -22,7 +22,7 @@ from pathlib import Path
 import polars as pl
 
 CATEGORY_NAMES = {0: "general", 1: "artist", 3: "copyright", 4: "character", 5: "meta"}
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 EMBEDDED_DANBOORU = DATA_DIR / "danbooru_tags.parquet"
 EMBEDDED_VOCABULARY = DATA_DIR / "vocabulary.csv"  # the project's own rows (ontology + demo catalogue)
 RAW_SCHEMA = {"tag": pl.String, "category_code": pl.Int64, "post_count": pl.Int64, "aliases": pl.String}
@@ -30,7 +30,7 @@ RAW_SCHEMA = {"tag": pl.String, "category_code": pl.Int64, "post_count": pl.Int6
 
 def shared_data_dir() -> Path:
     """Where the shared reference data lives: ``$CHARASSETS_SHARED_DATA``, default ``../shared/data`` from the project root."""
-    default = Path(__file__).resolve().parents[3] / "shared" / "data"
+    default = Path(__file__).resolve().parents[4] / "shared" / "data"
     return Path(os.environ.get("CHARASSETS_SHARED_DATA", default))
 
 

@@ -16,7 +16,7 @@ class AttributeHeadModel(mlflow.pyfunc.PythonModel):
     _skip_type_hint_validation = True
 
     def load_context(self, context):
-        from charassets.domain.heads import TrainedHead
+        from charassets.domain.models.heads import TrainedHead
 
         self.head = TrainedHead.load(context.artifacts["head"])
 

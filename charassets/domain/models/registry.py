@@ -1,6 +1,6 @@
 """MLflow for attribute heads: one run per training, one registered model per attribute, a ``champion`` alias.
 
-Heads are logged as an MLflow "model from code" (``head_pyfunc.py``) whose artifacts are
+Heads are logged as an MLflow "model from code" (``pyfunc.py``) whose artifacts are
 safetensors weights and a JSON config; nothing is pickled.
 """
 
@@ -16,10 +16,10 @@ from pathlib import Path
 import mlflow
 from mlflow import MlflowClient
 
-from charassets.domain.heads import TrainedHead
+from charassets.domain.models.heads import TrainedHead
 
 CHAMPION = "champion"
-PYFUNC_CODE = Path(__file__).with_name("head_pyfunc.py")
+PYFUNC_CODE = Path(__file__).with_name("pyfunc.py")
 
 
 def model_name(field_key: str) -> str:

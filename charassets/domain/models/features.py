@@ -16,8 +16,8 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from charassets.domain.embedders import Embedder
-from charassets.domain.vocabulary import Vocabulary
+from charassets.domain.models.embedders import Embedder
+from charassets.domain.tags.vocabulary import Vocabulary
 
 POOLED_CATEGORIES = ("general", "character", "copyright", "unknown_tags")
 TAG_VECTOR_SCHEMA = {"embedder": pl.String, "tag": pl.String, "vector": pl.List(pl.Float32)}

@@ -19,9 +19,9 @@ import ftfy
 import polars as pl
 import yaml
 
-from charassets.domain.vocabulary import Vocabulary
+from charassets.domain.tags.vocabulary import Vocabulary
 
-PROMPT_TAGS_FILE = Path(__file__).resolve().parent.parent / "ontology" / "prompt_tags.yaml"
+PROMPT_TAGS_FILE = Path(__file__).resolve().parents[2] / "ontology" / "prompt_tags.yaml"
 
 # Danbooru sources keep categories in separate columns; ordered strings keep them in one.
 CATEGORY_COLUMNS = ("character", "copyright", "artist", "general", "meta")

@@ -1,0 +1,1 @@
+"""Pictures to attributes: decode, fetch, stage, colours and the signal backends."""

@@ -1,0 +1,1 @@
+"""Image signal backends: each turns a decoded picture into faces and named attributes."""

@@ -1,0 +1,1 @@
+"""Learned models: text embedders, tag vectors, attribute heads, their training and registry."""

@@ -1,0 +1,1 @@
+"""Tag strings to attributes: the vocabulary, cleaning, per-record extraction and character profiles."""
