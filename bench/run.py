@@ -219,8 +219,8 @@ def image_rate(seconds: float = 5.0) -> dict:
 
     from PIL import Image
 
-    from charassets.domain.images.signals import image_signals
     from charassets.domain.images.decode import decode_image
+    from charassets.domain.images.signals import image_signals
 
     shared = Path(os.environ.get("CHARASSETS_SHARED_DATA", ROOT.parent / "shared" / "data")) / "images_dev"
     files = sorted(shared.glob("*.webp"))

@@ -10,8 +10,8 @@ import pytest
 
 from charassets.definitions import build_definitions
 from charassets.defs.runner import heads_metadata, run_partitions, train
-from charassets.domain.models import registry as registry
 from charassets.domain.demo import generate
+from charassets.domain.models import registry as registry
 from charassets.domain.models.embedders import HashingEmbedder, TransformersEmbedder, make_embedder
 from charassets.domain.models.features import TagVectorCache, pool
 from charassets.domain.models.heads import NEVER, choose_class_thresholds, masked_features, stable_split

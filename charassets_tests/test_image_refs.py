@@ -387,8 +387,8 @@ def test_each_remote_image_is_fetched_once_per_run(tmp_path, serve, allow_local)
     from charassets.definitions import build_definitions
     from charassets.defs.partitions import record_chunks
     from charassets.defs.runner import run_partitions
-    from charassets.domain.images.signals import image_signals
     from charassets.domain.images.decode import decode_image
+    from charassets.domain.images.signals import image_signals
 
     face = shared_file("images_dev/237060063cc1c26b.webp").read_bytes()  # one face, 512 px: kept as it is
     big = _png(Image.open(io.BytesIO(face)).convert("RGB").resize((1536, 1536), Image.Resampling.LANCZOS))  # shrunk to 1024

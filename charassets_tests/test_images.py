@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from charassets.domain.images.signals import AnimeFaceBackend, Face, Palette, image_signals
 from charassets.domain.images.decode import ImageRejected, confine, decode_image
+from charassets.domain.images.signals import AnimeFaceBackend, Face, Palette, image_signals
 from charassets.domain.pipeline import extract_one
 from charassets_tests.conftest import shared_file
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from charassets.domain.tags.extraction import extract_attributes
 from charassets.domain.ontology import Ontology
 from charassets.domain.tags.cleaning import clean_tags
+from charassets.domain.tags.extraction import extract_attributes
 from charassets_tests.conftest import shared_file
 
 

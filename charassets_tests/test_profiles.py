@@ -6,8 +6,8 @@ import polars as pl
 
 from charassets.domain.demo import generate
 from charassets.domain.pipeline import clean_stage, label_stage, mart_stage
-from charassets.domain.tags.profiles import build_profiles, merge_counts, value_counts
 from charassets.domain.sources import REJECT_SCHEMA, Chunk, SourcesConfig, read_chunk, register
+from charassets.domain.tags.profiles import build_profiles, merge_counts, value_counts
 from charassets_tests.conftest import shared_file
 
 

@@ -37,7 +37,8 @@ def test_the_asset_graph_is_the_table_registry():
 
 def test_domain_imports_no_dagster():
     modules = [
-        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__") for p in (ROOT / "charassets" / "domain").rglob("*.py")
+        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for p in (ROOT / "charassets" / "domain").rglob("*.py")
     ]
     code = (
         "import sys\n"
