@@ -18,7 +18,8 @@ from PIL import Image
 from charassets.definitions import build_definitions
 from charassets.defs.runner import build_everything, run_partitions
 from charassets.domain.models import registry as registry
-from charassets.domain.pipeline import apply_images, clean_stage, label_stage
+from charassets.domain.pipeline import clean_stage, image_facts, label_stage
+from charassets.domain.resolve import decide
 from charassets.domain.schema import record_model
 from charassets.domain.sources import RAW_SCHEMA, Chunk, SourceSpec
 from charassets_tests.conftest import shared_file
@@ -227,7 +228,7 @@ def test_rerunning_replaces_image_partitions_exactly(built):
     assert lake.read("features", "image_signals").sort("record_id").equals(signals)  # deterministic, replaced not appended
 
 
-def test_apply_images_rules(ontology, embedded_vocabulary):
+def test_image_resolution_rules(ontology, embedded_vocabulary):
     spec = SourceSpec(name="s", uri="-", layout="ordered")
     tags = {"t": "1girl, solo, red hair", "o": "", "r": "", "h": "1girl, solo"}
     raw = pl.DataFrame(
@@ -248,7 +249,9 @@ def test_apply_images_rules(ontology, embedded_vocabulary):
     ).with_columns(pl.col("attributes").map_elements(lambda a: __import__("json").dumps(a), return_dtype=pl.String))
     tagless = pl.DataFrame({"record_id": ["o", "r"]})
     rejects = pl.DataFrame({"record_id": ["r"], "image_ref": ["r.png"], "reason": ["empty file"]})
-    out = {r["record_id"]: r for r in apply_images(labels, ontology, tagless, signals, rejects).iter_rows(named=True)}
+    images = {"tagless": tagless, "signals": signals, "image_rejects": rejects}
+    decided = decide(labels, ontology, images=images).join(image_facts(None, signals, rejects), on="record_id", how="left")
+    out = {r["record_id"]: r for r in decided.iter_rows(named=True)}
     assert out["t"]["hair_color"]["value"] == "red" and "image_disagrees:hair_color=blue" in out["t"]["flags"]  # tags win
     assert out["o"]["status"] == "ok" and out["o"]["hair_color"]["value"] == "blue" and "image_only" in out["o"]["flags"]
     assert out["r"]["status"] == "rejected" and out["r"]["reason"] == "image: empty file"

@@ -14,11 +14,13 @@ from typing import Literal
 import polars as pl
 import yaml
 
+from charassets.domain.resolve import SOURCES
+
 DEFAULT_ONTOLOGY = Path(__file__).resolve().parent.parent / "ontology" / "attributes.yaml"
 TIERS = {"strong": (2, 0.98), "values": (1, 0.90), "weak": (0, 0.60)}
 TAG_VALUE = "_tag_"
 # Every source that can decide a value, in order of trust; a field's ``fill`` lists the ones it allows.
-FILL_SOURCES = ("tags", "profile", "image", "head", "image_head")
+FILL_SOURCES = SOURCES  # the sources a field's ``fill`` policy may name, in order of trust (``resolve.PRECEDENCE``)
 RULES_SCHEMA = {"tag": pl.String, "field": pl.String, "value": pl.String, "rank": pl.Int8, "confidence": pl.Float32}
 
 

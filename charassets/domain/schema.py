@@ -13,32 +13,9 @@ from typing import Any, Literal, Optional
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, model_validator
 
-from charassets.domain.ontology import FILL_SOURCES, FieldSpec, Ontology
+from charassets.domain.ontology import FieldSpec, Ontology
+from charassets.domain.resolve import SOURCES, value_model
 from charassets.domain.tags.extraction import STATUSES, UNKNOWN
-
-SOURCES = FILL_SOURCES  # in order of trust: one order for the resolver, the schema and the README
-
-
-def _value_model(spec: FieldSpec) -> type[BaseModel]:
-    allowed: Any = str if spec.values is None else Literal[tuple(spec.values)]  # type: ignore[valid-type]
-    if spec.cardinality == "single":
-        value_type: Any = Literal[(*spec.values, UNKNOWN)] if spec.values is not None else str  # type: ignore[misc]
-    else:
-        value_type = list[allowed]
-    return create_model(
-        spec.key.title().replace("_", "") + "Value",
-        __config__=ConfigDict(extra="forbid"),
-        value=(
-            value_type,
-            Field(
-                description=f"{spec.name}: "
-                + ("one value, or 'unknown'" if spec.cardinality == "single" else "every value found; empty when none")
-            ),
-        ),
-        confidence=(float, Field(ge=0.0, le=1.0)),
-        evidence=(list[str], Field(description="the tags (or model, or profile) the value rests on")),
-        source=(Optional[Literal[SOURCES]], Field(default=None, description="which kind of evidence decided the value")),  # noqa: UP045
-    )
 
 
 @lru_cache(maxsize=8)
@@ -46,7 +23,7 @@ def _models(ontology_path: str) -> tuple[type[BaseModel], type[BaseModel]]:
     ontology = Ontology.load(ontology_path)
     fields: dict[str, Any] = {}
     for spec in ontology.fields:
-        vm = _value_model(spec)
+        vm = value_model(spec)
         fields[spec.key] = (vm, Field(alias=spec.name)) if spec.required else (Optional[vm], Field(default=None, alias=spec.name))  # noqa: UP045
     attributes_model = create_model("CharacterAttributes", __config__=ConfigDict(extra="forbid", populate_by_name=True), **fields)
 

@@ -176,14 +176,6 @@ def resolve_fields(tokens: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
     )
 
 
-def single_struct_dtype() -> pl.Struct:
-    return pl.Struct({"value": pl.String, "confidence": pl.Float32, "evidence": pl.List(pl.String), "source": pl.String})
-
-
-def multi_struct_dtype() -> pl.Struct:
-    return pl.Struct({"value": pl.List(pl.String), "confidence": pl.Float32, "evidence": pl.List(pl.String), "source": pl.String})
-
-
 def extract_attributes(clean: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
     """Clean tags -> one row per record: status, subject count, flags, one struct per field.
 
