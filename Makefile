@@ -37,6 +37,7 @@ app: $(VENV_STAMP)  ## upload an image or paste tags: http://127.0.0.1:7860
 lint: $(VENV_STAMP)
 	.venv/bin/ruff check charassets charassets_tests bench
 	.venv/bin/ruff format --check charassets charassets_tests bench
+	.venv/bin/lint-imports
 
 bench: $(VENV_STAMP)  ## make bench N=1000000
 	$(PY) bench/run.py --records $(N)

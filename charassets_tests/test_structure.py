@@ -49,6 +49,13 @@ def test_domain_imports_no_dagster():
     assert result.returncode == 0, result.stderr
 
 
+def test_import_contracts_hold():
+    """The architecture contracts in pyproject.toml ([tool.importlinter]): domain without Dagster, tags apart, no cycles."""
+    lint = Path(sys.executable).with_name("lint-imports")
+    result = subprocess.run([str(lint), "--no-cache"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
 def test_maintenance_covers_every_delta_table():
     from charassets.defs.maintenance import TABLES as MAINTAINED
 

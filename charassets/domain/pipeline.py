@@ -10,6 +10,7 @@ import polars as pl
 
 from charassets.domain.ontology import Ontology
 from charassets.domain.resolve import decide
+from charassets.domain.tags.profiles import usable
 from charassets.domain.schema import IMAGE_DTYPE
 from charassets.domain.sources import SourceSpec
 from charassets.domain.tags.cleaning import CATEGORY_COLUMNS, CleaningStats, clean_tags
@@ -69,7 +70,7 @@ def mart_stage(
     and ``images`` frames.
     """
     fields = [f.key for f in ontology.fields]
-    labels = decide(labels, ontology, profiles, predictions, images)
+    labels = decide(labels, ontology, usable(profiles) if profiles is not None else None, predictions, images)
     if images and any(images.get(k) is not None and images[k].height for k in ("signals", "image_rejects")):
         labels = labels.join(
             image_facts(images.get("images"), images.get("signals"), images.get("image_rejects")),

@@ -193,7 +193,8 @@ def decide(
 ) -> pl.DataFrame:
     """Every field of every record decided by ``resolve`` over the candidates of each source; status and flags updated.
 
-    ``labels``: the tag attributes of one partition. ``profiles``: character profiles.
+    ``labels``: the tag attributes of one partition. ``profiles``: the character profile rows
+    confident enough to be used (``tags.profiles.usable``).
     ``predictions``: text-head predictions. ``images``: ``tagless`` (records without a
     single tag), ``signals``, ``image_rejects`` and ``image_predictions`` frames.
 
@@ -205,8 +206,6 @@ def decide(
     ``image_disagrees:<key>=<value>`` (a reading that differs from what tags or profile
     decided; a ``multicolored`` head agrees with any colour) and ``image_shows_several``.
     """
-    from charassets.domain.tags.profiles import usable
-
     df = labels if "reason" in labels.columns else labels.with_columns(pl.lit(None, dtype=pl.String).alias("reason"))
     df = df.with_columns(pl.when(pl.col("characters").list.len() == 1).then(pl.col("characters").list.first()).alias("_character"))
     images = images or {}
@@ -234,7 +233,7 @@ def decide(
         .alias("_status"),
     )
     label_ok, final_ok = pl.col("_label_ok"), pl.col("_status") == "ok"
-    prof = usable(profiles) if profiles is not None and profiles.height else None
+    prof = profiles if profiles is not None and profiles.height else None
     predictions = predictions if predictions is not None and predictions.height else None
     image_heads = images.get("image_predictions")
     image_heads = image_heads if image_heads is not None and image_heads.height else None
