@@ -73,33 +73,19 @@ class Lake:
         if stray:
             raise ValueError(f"rows for partitions outside this write: {sorted(stray)[:5]}")
         predicate = f"{PARTITION_COLUMN} IN ({', '.join(_quote(p) for p in partitions)})"
-        uri = self.uri(stage, table)
-        arrow = df.to_arrow()
-        for attempt in range(retries + 1):
-            try:
-                write_deltalake(
-                    uri,
-                    arrow,
-                    mode="overwrite",
-                    partition_by=[PARTITION_COLUMN],
-                    predicate=predicate,
-                    schema_mode="merge",
-                    storage_options=self.storage_options or None,
-                )
-                return df.height
-            except CommitFailedError:
-                if attempt == retries:
-                    raise
-                COMMIT_RETRIES["count"] += 1
-                time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
-        raise AssertionError("unreachable")
+        options = {"partition_by": [PARTITION_COLUMN], "predicate": predicate, "schema_mode": "merge"}
+        return self._commit(stage, table, df, "overwrite", options, retries)
 
     def append(self, stage: str, table: str, df: pl.DataFrame, retries: int = 8) -> int:
         """Append rows (an unpartitioned cache such as ``features/tag_vectors``), retrying commit conflicts."""
+        return self._commit(stage, table, df, "append", {"schema_mode": "merge"}, retries)
+
+    def _commit(self, stage: str, table: str, df: pl.DataFrame, mode: str, options: dict, retries: int) -> int:
+        """One Delta write, retried with jittered backoff when a concurrent writer's commit wins."""
         uri, arrow = self.uri(stage, table), df.to_arrow()
         for attempt in range(retries + 1):
             try:
-                write_deltalake(uri, arrow, mode="append", schema_mode="merge", storage_options=self.storage_options or None)
+                write_deltalake(uri, arrow, mode=mode, storage_options=self.storage_options or None, **options)
                 return df.height
             except CommitFailedError:
                 if attempt == retries:
