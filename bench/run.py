@@ -75,6 +75,8 @@ def main() -> None:
     lake = defs.resources["lake"].lake()
     t1 = time.perf_counter()
     (out / "dagster").mkdir(parents=True)
+    # the instance's own config (local storage under this folder, no telemetry): without one Dagster warns on every start
+    (out / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     with dg.DagsterInstance.local_temp(str(out / "dagster")) as instance:
         build = build_everything(defs, instance, log_level="WARNING", per_run=args.per_run, workers=args.workers, env=env)
         wall = time.perf_counter() - t1
