@@ -1,0 +1,18 @@
+"""Deterministic demo data: messy Danbooru-style tag records at any size (``records``), drawn from a catalogue of looks (``catalogue``)."""
+
+from charassets.domain.demo.catalogue import META, QUALITY, SCENE, SCENERY, Character, artist_names, load_characters
+from charassets.domain.demo.records import LAYOUTS, embedded_vocabulary_rows, generate, write_embedded_vocabulary
+
+__all__ = [
+    "LAYOUTS",
+    "META",
+    "QUALITY",
+    "SCENE",
+    "SCENERY",
+    "Character",
+    "artist_names",
+    "embedded_vocabulary_rows",
+    "generate",
+    "load_characters",
+    "write_embedded_vocabulary",
+]
