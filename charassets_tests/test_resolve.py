@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from charassets.domain import resolve as R
+from charassets.domain.candidates import decide
 from charassets.domain.ontology import FILL_SOURCES, Ontology
 from charassets.domain.pipeline import clean_stage, label_stage
 from charassets.domain.schema import json_schema
@@ -100,7 +101,7 @@ def test_decide_applies_the_precedence_across_real_sources(ontology, embedded_vo
     }
 
     def winner(record: str, **drop) -> tuple[str, str]:
-        out = R.decide(
+        out = decide(
             labels,
             ontology,
             None if drop.get("profile") else profiles,

@@ -1,20 +1,20 @@
 """The record path as plain functions, one per stage; assets and the CLI call these.
 
 raw records --clean_stage--> clean tags --label_stage--> tag attributes --mart_stage--> attribute table
-                        profiles, heads, image signals, image heads --resolve.decide--^
+                        profiles, heads, image signals, image heads --candidates.decide--^
 """
 
 from __future__ import annotations
 
 import polars as pl
 
+from charassets.domain.candidates import decide
 from charassets.domain.ontology import Ontology
-from charassets.domain.resolve import decide
-from charassets.domain.tags.profiles import usable
 from charassets.domain.schema import IMAGE_DTYPE
 from charassets.domain.sources import SourceSpec
 from charassets.domain.tags.cleaning import CATEGORY_COLUMNS, CleaningStats, clean_tags
 from charassets.domain.tags.extraction import extract_attributes
+from charassets.domain.tags.profiles import usable
 from charassets.domain.tags.vocabulary import Vocabulary
 
 KEY_COLUMNS = ("record_id", "source_id", "source", "partition", "row_index")
@@ -65,7 +65,7 @@ def mart_stage(
 ) -> pl.DataFrame:
     """The final table: every labelled record (gaps filled from profiles, heads and images) plus every rejected row.
 
-    Every value is decided by ``resolve.decide`` (one precedence of sources). ``images``, for a
+    Every value is decided by ``candidates.decide`` (one precedence of sources). ``images``, for a
     partition with images: ``tagless``, ``signals``, ``image_rejects``, ``image_predictions``
     and ``images`` frames.
     """

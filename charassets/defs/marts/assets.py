@@ -16,7 +16,7 @@ SCHEMA_FILE = "marts/character_attributes.schema.json"
 
 
 def image_inputs(table, key: str) -> dict[str, pl.DataFrame | None]:
-    """What the final table needs from the image side for one partition (see ``resolve.decide``)."""
+    """What the final table needs from the image side for one partition (see ``candidates.decide``)."""
 
     def read(stage: str, name: str) -> pl.DataFrame | None:
         return table.read(stage, name, [key]) if table.exists(stage, name) else None
