@@ -109,7 +109,7 @@ def resolve_fields(tokens: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
     top = matches.with_columns(pl.col("rank").max().over("record_id", "field").alias("top_rank"))
     per_value = (
         top.filter(pl.col("multi") | (pl.col("rank") == pl.col("top_rank")))
-        .group_by("record_id", "field", "value", maintain_order=True)
+        .group_by("record_id", "field", "value", maintain_order=True)  # values in order of first appearance
         .agg((1 - (1 - pl.col("confidence").cast(pl.Float64)).product()).alias("confidence"))
     )
     values = (
@@ -135,7 +135,7 @@ def resolve_fields(tokens: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
             .alias("overridden")
         )
     )
-    evidence = matches.group_by("record_id", "field", maintain_order=True).agg(
+    evidence = matches.group_by("record_id", "field").agg(
         pl.col("tag").alias("evidence"), pl.col("multi").first(), pl.col("several").first()
     )
     out = evidence.join(values, on=["record_id", "field"], how="left").join(overridden, on=["record_id", "field"], how="left")
@@ -183,6 +183,9 @@ def extract_attributes(clean: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
     ``single`` fields (``"unknown"`` when nothing says) and a list for ``multi`` fields
     (empty when nothing says). Attributes are null unless the status is ``ok``.
     """
+    ids = clean.get_column("record_id")
+    # every join and group-by below runs on the row number (a UInt32), not the string id: the id is put back at the end
+    clean = clean.with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias("record_id"))
     tokens = _evidence_tokens(clean)
     subjects = subject_counts(clean, tokens, ontology)
     resolved = resolve_fields(tokens, ontology)
@@ -243,7 +246,7 @@ def extract_attributes(clean: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
         pl.col("rewrites").fill_null(pl.lit([], dtype=pl.List(pl.String))).list.eval("respelled:" + pl.element()),
     )
     return df.select(
-        "record_id",
+        ids.alias("record_id"),
         "status",
         "subject_count",
         flags.alias("flags"),
