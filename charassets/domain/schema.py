@@ -6,7 +6,6 @@ written next to the data for downstream training.
 """
 
 import gc
-import json
 from functools import lru_cache
 from typing import Any, Literal, Optional
 
@@ -255,7 +254,3 @@ def validate_table(mart: pl.DataFrame, ontology: Ontology) -> int:
         raise SchemaViolation(f"{bad.height} schema violations, first: {first}")
     validate_rows(to_json_frame(pydantic_sample(mart, ontology), ontology), ontology)
     return mart.height
-
-
-def dumps(row: dict[str, Any]) -> str:
-    return json.dumps(row, ensure_ascii=False)

@@ -51,9 +51,6 @@ class CleaningStats:
     unknown_tags: int = 0
     prompt_tags: int = 0
 
-    def __add__(self, other: CleaningStats) -> CleaningStats:
-        return CleaningStats(*(a + b for a, b in zip(self.__dict__.values(), other.__dict__.values(), strict=True)))
-
 
 @lru_cache(maxsize=1)
 def prompt_tag_rules() -> tuple[dict[str, str], list[tuple[re.Pattern[str], str]]]:
