@@ -160,10 +160,18 @@ def strip_prompt_weights(tokens: pl.DataFrame, vocabulary: Vocabulary | None = N
 
 
 def normalize_spelling(tokens: pl.DataFrame) -> pl.DataFrame:
-    """Unescape brackets, drop control characters, lower-case, and use Danbooru's underscores."""
-    return tokens.with_columns(
-        pl.col("token")
-        .str.replace_all(r"\\([()\[\]{}])", "$1")
+    """Unescape brackets, drop control characters, lower-case, and use Danbooru's underscores.
+
+    Spelled out once per distinct token (a chunk repeats the same few thousand tags), then joined back.
+    """
+    distinct = tokens.select(pl.col("token").unique())
+    spelled = distinct.with_columns(_normalized(pl.col("token")).alias("_spelled"))
+    return tokens.join(spelled, on="token", how="left").with_columns(pl.col("_spelled").alias("token")).drop("_spelled")
+
+
+def _normalized(token: pl.Expr) -> pl.Expr:
+    return (
+        token.str.replace_all(r"\\([()\[\]{}])", "$1")
         .str.replace_all(r"[\x00-\x1f\x7f\u200b-\u200d\ufeff]", "")
         .str.strip_chars()
         .str.to_lowercase()
@@ -252,6 +260,9 @@ def clean_tags(
     ``rewrites`` (``written=canonical`` for every alias or variant spelling rewritten).
     Every input record yields exactly one output row, even when no tag survives.
     """
+    ids = records.get_column("record_id")
+    # every sort, join and group-by runs on the row number (a UInt32), not the string id: the id is put back at the end
+    records = records.with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias("record_id"))
     tokens = split_tokens(records, columns, separator)
     tokens_in = tokens.height
     tokens = tokens.with_columns(
@@ -284,6 +295,7 @@ def clean_tags(
         records.select("record_id")
         .join(grouped, on="record_id", how="left", maintain_order="left")
         .with_columns(pl.col(c).fill_null(pl.lit([], dtype=pl.List(pl.String))) for c in LIST_COLUMNS)
+        .with_columns(ids.alias("record_id"))
     )
     stats = CleaningStats(
         tokens_in=tokens_in,
