@@ -147,3 +147,21 @@ def test_table_sources_need_tags_or_decoded_images():
     assert spec.decodes_images and spec.rows_per_partition == 1000
     with pytest.raises(ValueError, match="names no image column"):
         SourceSpec(name="t", uri="x.parquet", columns={"id": "id", "tags": "tags"}, images=True)
+
+
+def test_every_format_the_config_accepts_has_a_reader_and_an_unknown_one_names_them():
+    from charassets.domain.sources import READERS, SourceReader
+
+    assert {"parquet", "jsonl", "csv", "images"} <= set(READERS)
+    for name, reader in READERS.items():
+        assert isinstance(reader, SourceReader), name
+        columns = None if reader.layout else {"id": "id", "tags": "tags"}
+        assert SourceSpec(name="t", uri="x", format=name, columns=columns).format_of("any.file") == name
+        for suffix in reader.suffixes:  # a source that names no format: the file's suffix picks the reader
+            assert SourceSpec(name="t", uri="x").format_of(f"a{suffix.upper()}") == name
+    registered = ", ".join(sorted(READERS))
+    with pytest.raises(ValueError, match=f"unknown source format 'xml': the registered formats are {registered}"):
+        SourceSpec(name="t", uri="x.xml", format="xml")
+    chunk = Chunk(partition="t-0-0000", source="t", file="x.xml", format="xml", row_start=0, row_count=1, byte_start=0, byte_end=1)
+    with pytest.raises(ValueError, match=f"registered formats are {registered}"):  # a registry row of no known format fails the run
+        read_chunk(chunk, SourceSpec(name="t", uri="x.xml"))

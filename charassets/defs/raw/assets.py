@@ -40,8 +40,10 @@ def source_partitions(context: dg.AssetExecutionContext, lake: LakeResource, cat
     )
     if retired.height:
         keys = retired.get_column("partition").to_list()
-        # every table of the lake but the registry (tables without a partition column are skipped)
-        deleted = {f"{st}/{nm}": table.delete_partitions(st, nm, keys) for st, nm in RETIRED_WITH_CHUNK}
+        # every per-chunk table of the registry: retiring is maintenance over the whole lake, not a read
+        # this asset depends on, so it goes through the lake itself rather than the declared view
+        whole = lake.lake()
+        deleted = {f"{st}/{nm}": whole.delete_partitions(st, nm, keys) for st, nm in RETIRED_WITH_CHUNK}
         deleted["exports (files)"] = sum(lake.remove(f"{EXPORT_DIR}/{kind}/{key}.{kind}") for key in keys for kind in ("jsonl", "parquet"))
         context.log.warning(f"{len(keys)} partitions of replaced files retired: {keys[:5]}; rows deleted: {deleted}")
         for key in keys:
