@@ -165,3 +165,16 @@ def test_every_format_the_config_accepts_has_a_reader_and_an_unknown_one_names_t
     chunk = Chunk(partition="t-0-0000", source="t", file="x.xml", format="xml", row_start=0, row_count=1, byte_start=0, byte_end=1)
     with pytest.raises(ValueError, match=f"registered formats are {registered}"):  # a registry row of no known format fails the run
         read_chunk(chunk, SourceSpec(name="t", uri="x.xml"))
+
+
+def test_an_image_only_table_has_records_without_tags(tmp_path):
+    """A table naming only an id and an image column: each row is a record that lives by its image, none rejected as 'no tags'."""
+    pl.DataFrame({"id": ["a", "b", "c"], "image": [{"bytes": b"x", "path": None}, {"bytes": None, "path": "b.png"}, None]}).write_parquet(
+        tmp_path / "rows.parquet"
+    )
+    spec = SourceSpec(name="pics", uri=str(tmp_path / "rows.parquet"), images=True, columns={"id": "id", "image": "image"})
+    reg = register(spec)
+    records, rejects = read_chunk(Chunk.from_row(reg.row(0, named=True)), spec)
+    assert records.height + rejects.height == 3
+    assert sorted(records.get_column("source_id").to_list()) == ["a", "b"]
+    assert rejects.get_column("reason").to_list() == ["no tags and no image"]

@@ -125,12 +125,14 @@ def validate_records(df: pl.DataFrame, spec: SourceSpec, chunk: Chunk) -> tuple[
     df = df.select([pl.col(c).cast(t) if c in df.columns else pl.lit(None, dtype=t).alias(c) for c, t in RAW_SCHEMA.items()])
     tag_cols = [f"{f}_raw" for f in spec.mapping.tag_columns()]
     sep = spec.tag_separator
+    # no tag column at all (an image-only table): every row is blank of tags, and lives by its image
     blank = pl.all_horizontal(
-        pl.col(c).fill_null("").str.replace_all(f"[\\s{'' if sep.strip() == '' else sep}]+", "").str.len_chars() == 0 for c in tag_cols
+        pl.lit(True),
+        *(pl.col(c).fill_null("").str.replace_all(f"[\\s{'' if sep.strip() == '' else sep}]+", "").str.len_chars() == 0 for c in tag_cols),
     )
     if spec.decodes_images:  # an image is a record on its own; its tags are optional
         blank = blank & pl.col("image_ref").is_null()
-    too_long = pl.any_horizontal(pl.col(c).fill_null("").str.len_chars() > MAX_TAG_CHARS for c in tag_cols)
+    too_long = pl.any_horizontal(pl.lit(False), *(pl.col(c).fill_null("").str.len_chars() > MAX_TAG_CHARS for c in tag_cols))
     if spec.mapping.id:
         sid = pl.col("source_id").str.strip_chars()
         missing_id = sid.is_null() | (sid == "")
@@ -160,6 +162,8 @@ def validate_records(df: pl.DataFrame, spec: SourceSpec, chunk: Chunk) -> tuple[
         "file",
         "row_index",
         pl.col("_reason").alias("reason"),
-        pl.concat_str([pl.col(c).fill_null("") for c in tag_cols], separator=" | ").str.slice(0, EXCERPT_CHARS).alias("raw_excerpt"),
+        (pl.concat_str([pl.col(c).fill_null("") for c in tag_cols], separator=" | ") if tag_cols else pl.col("image_ref").fill_null(""))
+        .str.slice(0, EXCERPT_CHARS)
+        .alias("raw_excerpt"),
     )
     return df.filter(pl.col("_reason").is_null()).drop("_reason"), rejects
