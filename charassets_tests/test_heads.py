@@ -11,10 +11,10 @@ import pytest
 from charassets.definitions import build_definitions
 from charassets.defs.runner import heads_metadata, run_partitions, train
 from charassets.domain.demo import generate
-from charassets.domain.models import registry as registry
 from charassets.domain.models.embedders import HashingEmbedder, TransformersEmbedder, make_embedder
 from charassets.domain.models.features import TagVectorCache, pool
 from charassets.domain.models.heads import NEVER, choose_class_thresholds, masked_features, stable_split
+from charassets.domain.models.registry import model_name
 
 WORDS = ["long", "short", "hair", "blue", "eyes", "red", "girl", "boy", "smile", "dress", "hat", "white", "black"]
 
@@ -147,24 +147,41 @@ def trained(tmp_path_factory):
     return defs, instance, first
 
 
+@pytest.fixture
+def store(trained):
+    """The model store the heads were logged to, bound to its URI (the pipeline sets no process-wide MLflow URI)."""
+    return trained[0].resources["mlflow_store"].store()
+
+
+def _champion_pyfunc(store, field_key: str):
+    """The registered champion as MLflow serves it (its fluent API pointed at the store for this call only)."""
+    with store.bound():
+        return mlflow.pyfunc.load_model(f"models:/{model_name(field_key)}@champion")
+
+
 def test_rematerializing_unchanged_partitions_embeds_nothing(trained):
     defs, instance, _ = trained
     lake = defs.resources["lake"].lake()
     before = lake.read("features", "embeddings").sort("record_id")
     run_partitions(defs, instance, log_level="WARNING")
     counts = lake.partition_counts("features", "embeddings")
-    for key, n in counts.items():  # each partition's materialization carries that partition's own figures
+
+    def latest(asset: str, key: str) -> dict:  # each partition's materialization carries that partition's own figures
         (mat,) = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey(["features", "embeddings"]), asset_partitions=[key]), limit=1
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset.split("/")), asset_partitions=[key]), limit=1
         ).records
-        md = mat.asset_materialization.metadata
-        assert md["vectors_computed"].value == 0 and md["tags_encoded"].value == 0
+        return mat.asset_materialization.metadata
+
+    for key, n in counts.items():
+        md = latest("features/embeddings", key)
+        assert md["vectors_computed"].value == 0 and md["tags_not_cached"].value == 0
         assert md["vectors_reused"].value == n and md["dagster/row_count"].value == n
+        assert latest("features/tag_vectors", key)["tags_encoded"].value == 0  # every tag was cached already
     assert len(counts) > 1 and sum(counts.values()) == before.height
     assert lake.read("features", "embeddings").sort("record_id").equals(before)
 
 
-def test_heads_are_logged_registered_and_champions(trained):
+def test_heads_are_logged_registered_and_champions(trained, store):
     defs, _, first = trained
     md = heads_metadata(first)
     macro, baselines = md["macro_f1"].value, md["baselines"].value
@@ -172,65 +189,70 @@ def test_heads_are_logged_registered_and_champions(trained):
     for name in ("Gender", "Hair Color", "Eye Color", "Hair Length", "Hair Style"):
         assert macro[name] > baselines[name]["majority"], name  # better than always answering the majority class
     assert all(ev.passed for ev in first.get_asset_check_evaluations())  # first versions become champions
-    rows = registry.versions("hair_color")
+    rows = store.versions("hair_color")
     assert rows[0]["champion"] and rows[0]["metrics"]["macro_f1"] == pytest.approx(macro["Hair Color"], abs=1e-4)
     n_partitions = defs.resources["lake"].lake().read("raw", "source_partitions").height
     assert rows[0]["tags"]["embedder"] == "all-MiniLM-L6-v2" and int(rows[0]["tags"]["partitions"]) == n_partitions
-    client = mlflow.MlflowClient()
+    client = store.client
     run = client.get_run(rows[0]["run_id"])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert {"evaluation/recall_vs_support.png", "evaluation/confusion_normalized.png", "evaluation/report.json"} <= artifacts
-    head = registry.load_head(rows[0]["run_id"])  # safetensors, no pickle
+    head = store.load_head(rows[0]["run_id"])  # safetensors, no pickle
     assert head.classes and len(head.class_thresholds) == len(head.classes) and len(head.class_precision) == len(head.classes)
     assert all(p >= 0.9 for t, p in zip(head.class_thresholds, head.class_precision, strict=True) if t < NEVER)
-    model = mlflow.pyfunc.load_model(f"models:/{registry.model_name('hair_color')}@champion")
+    model = _champion_pyfunc(store, "hair_color")
     out = model.predict(np.zeros((2, head.dim), dtype=np.float32))
     assert list(out.columns) == ["value", "confidence", "above_threshold"] and out["value"].iloc[0] in head.classes
     # a list attribute gets a multi-label head: one threshold per class, lists out
-    style_run = registry.versions("hair_style")[0]["run_id"]
-    style = registry.load_head(style_run)
+    style_run = store.versions("hair_style")[0]["run_id"]
+    style = store.load_head(style_run)
     assert style.multilabel and len(style.class_thresholds) == len(style.classes) >= 5
-    styles = mlflow.pyfunc.load_model(f"models:/{registry.model_name('hair_style')}@champion").predict(
-        np.zeros((2, style.dim), dtype=np.float32)
-    )
+    styles = _champion_pyfunc(store, "hair_style").predict(np.zeros((2, style.dim), dtype=np.float32))
     assert all(isinstance(v, list) and set(v) <= set(style.classes) for v in styles["value"])
 
 
-def test_an_identical_retrain_registers_nothing_and_fails_no_check(trained):
+def test_training_leaves_no_process_wide_mlflow_state(store):
+    """Heads are logged through the store's own client: MLflow's default URI and the environment are left as they were."""
+    import os
+
+    assert mlflow.get_tracking_uri() != store.tracking_uri and "MLFLOW_TRACKING_URI" not in os.environ
+
+
+def test_an_identical_retrain_registers_nothing_and_fails_no_check(trained, store):
     defs, instance, _ = trained
-    before = {k: len(registry.versions(k)) for k in ("hair_color", "gender", "hair_style")}
+    before = {k: len(store.versions(k)) for k in ("hair_color", "gender", "hair_style")}
     fields = ["Gender", "Hair Color", "Eye Color", "Hair Length", "Hair Style"]
     again = train(defs, instance, log_level="WARNING", run_config={"ops": {"models__attribute_heads": {"config": {"fields": fields}}}})
     assert all(ev.passed for ev in again.get_asset_check_evaluations())
-    assert {k: len(registry.versions(k)) for k in before} == before
+    assert {k: len(store.versions(k)) for k in before} == before
     md = again.asset_materializations_for_node("models__attribute_heads")[0].metadata
     assert {"Hair Color", "Gender", "Hair Style"} <= set(md["unchanged"].value)
 
 
-def test_a_worse_challenger_does_not_take_champion(trained):
+def test_a_worse_challenger_does_not_take_champion(trained, store, recwarn):
     defs, instance, _ = trained
-    champion_before = registry.champion("hair_color")
+    champion_before = store.champion("hair_color")
     worse = {"ops": {"models__attribute_heads": {"config": {"epochs": 1, "lr": 1e-5, "hidden": 0, "fields": ["Hair Color"]}}}}
     result = train(defs, instance, log_level="WARNING", run_config=worse)
+    assert not [str(w.message) for w in recwarn if "type hints" in str(w.message)]  # logging a head version warns nothing
     (gate,) = [
         e
         for e in result.get_asset_check_evaluations()
         if e.check_name == "challenger_beats_champion" and e.asset_key == dg.AssetKey(["models", "attribute_heads"])
     ]
     assert not gate.passed and gate.severity == dg.AssetCheckSeverity.WARN
-    assert registry.champion("hair_color") == champion_before
-    newest = registry.versions("hair_color")[0]
+    assert store.champion("hair_color") == champion_before
+    newest = store.versions("hair_color")[0]
     assert not newest["champion"] and "champion kept" in newest["tags"]["gate_decision"]
 
 
-def test_models_compare_prints_versions_side_by_side(trained, monkeypatch):
+def test_models_compare_prints_versions_side_by_side(trained, store, monkeypatch):
     from click.testing import CliRunner
 
     from charassets.cli import main
 
     defs, _, _ = trained
-    store = defs.resources["mlflow_store"]
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.tracking_uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", defs.resources["mlflow_store"].tracking_uri)
     result = CliRunner().invoke(main, ["models", "compare", "hair color"])  # names match in any case
     assert result.exit_code == 0, result.output
     assert "char-rule  baseline" in result.output and "firing" in result.output  # the columns are explained
@@ -240,7 +262,7 @@ def test_models_compare_prints_versions_side_by_side(trained, monkeypatch):
     assert lines[0].split()[:4] == ["model", "ver", "champ", "macro-F1"]
     rows = [line for line in lines[1:] if line.startswith("charassets-head-hair-color")]
     assert all("nan" not in r and (" yes " in r or " no " in r) for r in rows)  # fills: yes or no, never a NaN threshold
-    assert len(rows) == len(registry.versions("hair_color")) and sum("*" in r.split()[2] for r in rows) == 1
+    assert len(rows) == len(store.versions("hair_color")) and sum("*" in r.split()[2] for r in rows) == 1
 
 
 def test_a_full_build_writes_the_final_table_once_with_the_new_models(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import fsspec
@@ -15,6 +16,9 @@ from charassets.domain.ontology import DEFAULT_ONTOLOGY, Ontology
 from charassets.domain.sources import SourcesConfig
 from charassets.domain.tables import DeclaredLake, table
 from charassets.domain.tags.vocabulary import Vocabulary
+
+if TYPE_CHECKING:
+    from charassets.domain.models.registry import ModelStore
 
 DEMO_RECORDS = 24_000
 
@@ -121,6 +125,12 @@ class MlflowResource(dg.ConfigurableResource):
     tracking_uri: str
     artifact_root: str | None = None
     experiment: str = "charassets-attribute-heads"
+
+    def store(self) -> ModelStore:
+        """The heads' model store bound to this URI (its own MLflow client; no process-wide MLflow setting)."""
+        from charassets.domain.models.registry import ModelStore
+
+        return ModelStore(self.tracking_uri, self.experiment, self.artifact_root)
 
 
 @lru_cache(maxsize=2)

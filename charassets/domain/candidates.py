@@ -85,10 +85,10 @@ def _image_frame(labels: pl.DataFrame, images: Mapping[str, pl.DataFrame | None]
     if signals is not None and signals.height:
         sig = signals.select(
             "record_id",
-            pl.col("status").alias("_img_status"),
+            pl.col("status").cast(pl.String).alias("_img_status"),
             pl.col("faces").cast(pl.Int32).alias("_img_faces"),
-            pl.col("flags").fill_null(_NO_FLAGS).alias("_img_flags"),
-            pl.col("attributes").fill_null("{}").str.json_decode(readings).alias("_img"),
+            pl.col("flags").cast(pl.List(pl.String)).fill_null(_NO_FLAGS).alias("_img_flags"),
+            pl.col("attributes").cast(pl.String).fill_null("{}").str.json_decode(readings).alias("_img"),
         )
     rejects = images.get("image_rejects")
     rej = pl.DataFrame(schema={"record_id": pl.String, "_img_reject": pl.String})

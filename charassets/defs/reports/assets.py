@@ -4,19 +4,18 @@ import dagster as dg
 
 from charassets.defs.partitions import table_asset
 from charassets.defs.resources import CatalogResource, LakeResource, MlflowResource
-from charassets.domain.models import registry as registry
+from charassets.domain.models.registry import ModelStore
 from charassets.domain.report import dataset_figures, figures_json, render_html, report_plots
 
 HTML = "reports/dataset_report.html"
 JSON = "reports/dataset_report.json"
 
 
-def head_recall(ontology, tracking_uri: str) -> dict[str, list[dict]]:
+def head_recall(ontology, store: ModelStore) -> dict[str, list[dict]]:
     """Per trained head (champion): each class's validation recall and support, from its MLflow run."""
-    registry.configure(tracking_uri)  # read-only: champions and their evaluation report
     out = {}
     for f in [f for f in ontology.fields if f.values]:
-        report = registry.champion_report(f.key)
+        report = store.champion_report(f.key)
         if report:
             per = report["metrics"]["per_class"]
             out[f.name] = [{"class": c, "recall": round(v["recall"], 4), "support": int(v["support"])} for c, v in per.items()]
@@ -32,7 +31,7 @@ def dataset_report(context: dg.AssetExecutionContext, lake: LakeResource, catalo
     table, ontology = lake.for_asset(context), catalog.ontology()
     if not table.exists("marts", "character_attributes"):
         raise dg.Failure("no final table yet: build it first (make demo, or materialize marts/character_attributes)")
-    figures = dataset_figures(table, ontology, head_recall(ontology, mlflow_store.tracking_uri))
+    figures = dataset_figures(table, ontology, head_recall(ontology, mlflow_store.store()))
     plots = report_plots(figures)
     html_uri = lake.write_text(HTML, render_html(figures, plots))
     json_uri = lake.write_text(JSON, figures_json(figures))

@@ -122,6 +122,15 @@ class TagVectorCache:
         )
 
 
+TAG_VECTORS = ("features", "tag_vectors")
+
+
+def load_tag_cache(table, embedder: Embedder) -> TagVectorCache:
+    """The cached vectors of one embedder (``table``: a lake, or an asset's declared lake that declares the cache)."""
+    known = table.scan(*TAG_VECTORS).filter(pl.col("embedder") == embedder.id).collect() if table.exists(*TAG_VECTORS) else None
+    return TagVectorCache(embedder, known)
+
+
 def compact_tag_cache(lake, stage: str, table: str) -> int:
     """Rewrite the append-only tag-vector cache with one row per (embedder, tag); returns rows removed.
 

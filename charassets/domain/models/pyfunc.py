@@ -12,7 +12,9 @@ import pandas as pd
 
 class AttributeHeadModel(mlflow.pyfunc.PythonModel):
     # the model takes a plain float array and is logged with no typed signature on purpose: no
-    # type-hint validation (MLflow would otherwise warn, once per head, that predict has no hints)
+    # type-hint validation. Without this, ``PythonModel.__init_subclass__`` would wrap ``predict`` and
+    # raise a UserWarning ("Add type hints to the `predict` method", mlflow/pyfunc/utils/data_validation.py)
+    # each time MLflow executes this file, which it does for every head it logs.
     _skip_type_hint_validation = True
 
     def load_context(self, context):

@@ -1,0 +1,99 @@
+"""What a head is trained on: which fields, a bounded per-class sample of labelled records, and how that is recorded.
+
+``table`` is a lake-like object (``read``, ``scan``, ``partition_counts``, ``table_stats``):
+the whole lake, or an asset's declared part of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import polars as pl
+
+from charassets.domain.dedup import near_duplicate_clusters
+from charassets.domain.models.heads import HeadConfig
+from charassets.domain.models.training import field_candidates, merge_candidates, merge_multi, multi_candidates, with_sample_hash
+
+LABELS = ("labels", "tag_attributes")
+
+
+def head_fields(ontology, wanted: list[str], source: str) -> list:
+    """The closed fields to train heads for: those named in ``wanted`` (display name or key), or by default every
+    field whose fill policy lets ``source`` (``head``, ``image_head``) fill it.
+
+    Any closed field can still be trained on request, to study it in MLflow.
+    """
+    names = set(wanted)
+    return [f for f in ontology.fields if f.values and ((names & {f.name, f.key}) if names else source in f.fill)]
+
+
+def labelled_partitions(table, vectors: tuple[str, str]) -> list[str]:
+    """The partitions that hold both tag labels and ``vectors``."""
+    return sorted(set(table.partition_counts(*LABELS)) & set(table.partition_counts(*vectors)))
+
+
+def sample_training_data(
+    table, fields: list, partitions: list[str], per_class: int, vectors: tuple[str, str], only_with_vectors: bool = False
+) -> tuple[dict[str, pl.DataFrame | None], pl.DataFrame]:
+    """Per field, a bounded per-class sample of labelled records across partitions, and the vectors of those records.
+
+    ``only_with_vectors``: sample among the records that have a row in ``vectors`` (images are a subset of records).
+    """
+    cands: dict[str, pl.DataFrame | None] = {f.key: None for f in fields}
+    for key in partitions:
+        labels = table.read(*LABELS, [key])
+        if only_with_vectors:
+            labels = labels.join(table.scan(*vectors, [key]).select("record_id").collect(), on="record_id", how="semi")
+        labels = with_sample_hash(labels)  # hashed once, used by every field
+        for f in fields:
+            if f.cardinality == "multi":
+                cands[f.key] = merge_multi(cands[f.key], multi_candidates(labels, f, per_class), per_class)
+            else:
+                cands[f.key] = merge_candidates(cands[f.key], field_candidates(labels, f, per_class), per_class)
+    ids = pl.concat([c.select("record_id") for c in cands.values() if c is not None]).unique()
+    emb = pl.concat([table.scan(*vectors, [k]).join(ids.lazy(), on="record_id", how="semi").collect() for k in partitions])
+    return cands, emb
+
+
+def near_duplicate_groups(table, records: pl.DataFrame, max_hamming: int = 6) -> pl.DataFrame:
+    """``record_id -> group`` for the sampled images: near duplicates (pHash within ``max_hamming`` bits) share a group,
+    so they land on the same side of the train/validation split."""
+    hashes = (
+        table.scan("raw", "images", sorted(set(records.get_column("partition").to_list())))
+        .select("record_id", "phash")
+        .join(records.lazy().select("record_id"), on="record_id", how="semi")
+        .collect()
+        .sort("record_id")
+    )
+    first = near_duplicate_clusters(hashes.get_column("phash").to_list(), max_hamming=max_hamming)
+    ids = hashes.get_column("record_id").to_numpy()
+    return hashes.select("record_id").with_columns(pl.Series("group", ids[first] if len(first) else [], dtype=pl.String))
+
+
+def with_groups(cands: dict[str, pl.DataFrame | None], groups: pl.DataFrame) -> dict[str, pl.DataFrame | None]:
+    """Each field's sample with its records' near-duplicate group (kept together by the split)."""
+    return {k: None if c is None else c.join(groups, on="record_id", how="left") for k, c in cands.items()}
+
+
+def training_tags(table, partitions: list[str], embedder_id: str, vectors: tuple[str, str], run_id: str) -> dict[str, str]:
+    """What a head version was trained on, as MLflow tags: embedder, partitions, the Delta versions read, the run."""
+    return {
+        "embedder": embedder_id,
+        "inputs": "image embeddings" if vectors[1] == "image_embeddings" else "tag embeddings",
+        "partitions": str(len(partitions)),
+        "partitions_digest": hashlib.sha1(",".join(partitions).encode()).hexdigest()[:12],
+        "delta_version_labels": str(table.table_stats(*LABELS)["version"]),
+        "delta_version_embeddings": str(table.table_stats(*vectors)["version"]),
+        "dagster_run_id": run_id,
+    }
+
+
+def training_digest(field_key: str, sample: pl.DataFrame, config: HeadConfig, per_class: int, embedder_id: str) -> str:
+    """What decides a head's weights: the sampled records, their labels and vectors, the config, the embedder."""
+    label = "label" if "label" in sample.columns else "labels"
+    cols = [pl.col("record_id"), pl.col(label).cast(pl.List(pl.String)) if sample.schema[label] != pl.String else pl.col(label)]
+    cols += [pl.col("vector")] if "vector" in sample.columns else []
+    body = sample.select(cols).sort("record_id").hash_rows(seed=0).sort().to_numpy().tobytes()
+    head = json.dumps([field_key, config.__dict__, per_class, embedder_id], sort_keys=True, default=str).encode()
+    return hashlib.sha1(head + body).hexdigest()[:16]
