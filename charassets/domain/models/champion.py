@@ -16,7 +16,8 @@ from pathlib import Path
 import polars as pl
 
 from charassets.domain.models.features import vector_matrix
-from charassets.domain.models.heads import HeadConfig, evaluate, evaluate_multilabel
+from charassets.domain.models.heads import HeadConfig
+from charassets.domain.models.metrics import evaluate, evaluate_multilabel
 from charassets.domain.models.registry import LoggedHead, ModelStore
 from charassets.domain.models.sampling import training_digest
 from charassets.domain.models.training import FieldResult, plots, train_field, train_multi_field

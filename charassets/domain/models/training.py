@@ -20,11 +20,11 @@ from charassets.domain.models.heads import (
     HeadConfig,
     TrainedHead,
     choose_class_thresholds,
-    evaluate,
     masked_features,
     stable_split,
     train_head,
 )
+from charassets.domain.models.metrics import evaluate, evaluate_multilabel
 from charassets.domain.ontology import FieldSpec
 
 MIN_PER_CLASS = 10
@@ -249,7 +249,7 @@ def train_multi_field(
     spec: FieldSpec, cand: pl.DataFrame, vectors: np.ndarray, sums: np.ndarray, cache, weights: np.ndarray, config: HeadConfig
 ) -> FieldResult | None:
     """Multi-label head for a multi-valued field: per-class thresholds, per-class metrics, baselines."""
-    from charassets.domain.models.heads import choose_class_thresholds, evaluate_multilabel, multi_hot, train_multilabel_head
+    from charassets.domain.models.heads import choose_class_thresholds, multi_hot, train_multilabel_head
 
     sets = cand.get_column("labels").to_list()
     counts = Counter(c for s in sets for c in s)
