@@ -96,7 +96,7 @@ def main() -> None:
     import dagster as dg
 
     from charassets.definitions import build_definitions
-    from charassets.defs.runner import build_everything
+    from charassets.runner import build_everything
 
     env = {**os.environ, "CHARASSETS_SOURCES": str(out / "sources.yaml"), "CHARASSETS_LAKE": str(out / "lake"), "CHARASSETS_HOME": str(out)}
     defs = build_definitions(env)

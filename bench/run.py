@@ -64,7 +64,7 @@ def main() -> None:
     import dagster as dg
 
     from charassets.definitions import build_definitions
-    from charassets.defs.runner import build_everything
+    from charassets.runner import build_everything
 
     # every run starts from an empty lake, model store and Dagster instance
     for d in (lake_root, out / "mlartifacts", out / "dagster"):

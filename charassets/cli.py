@@ -89,7 +89,7 @@ def _run(
 
     from charassets.definitions import build_definitions
     from charassets.defs.partitions import PARTITIONS_PER_RUN
-    from charassets.defs.runner import build_everything, heads_metadata, run_partitions
+    from charassets.runner import build_everything, heads_metadata, run_partitions
 
     defs = build_definitions()
     t0 = time.perf_counter()
@@ -149,7 +149,7 @@ def report(open_it: bool) -> None:
     import dagster as dg
 
     from charassets.definitions import build_definitions
-    from charassets.defs.runner import build_report
+    from charassets.runner import build_report
 
     defs = build_definitions()
     lake = defs.resources["lake"].lake()  # type: ignore[union-attr]
@@ -216,7 +216,7 @@ def extract_file(path: Path) -> list[str]:
     import yaml
 
     from charassets.definitions import build_definitions, resources_from_env
-    from charassets.defs.runner import run_partitions
+    from charassets.runner import run_partitions
     from charassets.domain.schema import to_json_frame
 
     main_store = resources_from_env()

@@ -11,9 +11,9 @@ import pytest
 from charassets.definitions import build_definitions
 from charassets.defs.checks import row_accounting_all_partitions
 from charassets.defs.resources import LakeResource
-from charassets.defs.runner import run_partitions
 from charassets.domain.demo import generate
 from charassets.domain.schema import record_model
+from charassets.runner import run_partitions
 
 TABLES = [("raw", "records"), ("raw", "rejects"), ("clean", "tags"), ("labels", "tag_attributes"), ("marts", "character_attributes")]
 

@@ -14,11 +14,11 @@ from click.testing import CliRunner
 
 from charassets.cli import main
 from charassets.definitions import build_definitions
-from charassets.defs.runner import build_everything
 from charassets.domain.demo import generate
 from charassets.domain.devset import DevsetConfig, generate_devset
 from charassets.domain.evaluation import evaluate, read_rows
 from charassets.domain.ontology import Ontology
+from charassets.runner import build_everything
 from charassets_tests.conftest import shared_file
 
 CORE_FIELDS = ("Gender", "Hair Color", "Eye Color", "Hair Length")

@@ -9,12 +9,12 @@ import polars as pl
 import pytest
 
 from charassets.definitions import build_definitions
-from charassets.defs.runner import heads_metadata, run_partitions, train
 from charassets.domain.demo import generate
 from charassets.domain.models.embedders import HashingEmbedder, TransformersEmbedder, make_embedder
 from charassets.domain.models.features import TagVectorCache, pool
 from charassets.domain.models.heads import NEVER, choose_class_thresholds, masked_features, stable_split
 from charassets.domain.models.registry import model_name
+from charassets.runner import heads_metadata, run_partitions, train
 
 WORDS = ["long", "short", "hair", "blue", "eyes", "red", "girl", "boy", "smile", "dress", "hat", "white", "black"]
 
@@ -266,7 +266,7 @@ def test_models_compare_prints_versions_side_by_side(trained, store, monkeypatch
 
 
 def test_a_full_build_writes_the_final_table_once_with_the_new_models(tmp_path):
-    from charassets.defs.runner import build_everything
+    from charassets.runner import build_everything
 
     sources = generate(tmp_path / "demo", n=4000, rows_per_partition=2000)
     env = {"CHARASSETS_SOURCES": str(sources), "CHARASSETS_LAKE": str(tmp_path / "lake"), "CHARASSETS_HOME": str(tmp_path)}

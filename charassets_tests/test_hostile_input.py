@@ -25,12 +25,12 @@ from hypothesis import strategies as st
 
 from charassets.cli import main
 from charassets.definitions import build_definitions
-from charassets.defs.runner import run_partitions
 from charassets.domain.lake import Lake
 from charassets.domain.ontology import Ontology
 from charassets.domain.pipeline import clean_stage, label_stage, mart_stage
 from charassets.domain.sources import Chunk, SourcesConfig, read_chunk, register
 from charassets.domain.tags.vocabulary import Vocabulary
+from charassets.runner import run_partitions
 from charassets_tests.conftest import lake_env
 
 EXAMPLES = int(os.environ.get("CHARASSETS_HYPOTHESIS_EXAMPLES", "30"))
@@ -193,7 +193,7 @@ def test_a_file_replaced_under_its_name_is_new_partitions_and_the_old_are_retire
 
 
 def test_missing_is_decided_by_the_lake_not_the_event_log(tmp_path):
-    from charassets.defs.runner import complete_partitions
+    from charassets.runner import complete_partitions
 
     sources = _jsonl_source(tmp_path / "data", [{"id": str(i), "tags": "1girl, solo"} for i in range(12)])
     env = lake_env(tmp_path, sources)

@@ -16,12 +16,12 @@ import pytest
 from PIL import Image
 
 from charassets.definitions import build_definitions
-from charassets.defs.runner import build_everything, run_partitions
 from charassets.domain.candidates import decide
 from charassets.domain.models import registry as registry
 from charassets.domain.pipeline import clean_stage, image_facts, label_stage
 from charassets.domain.schema import record_model
 from charassets.domain.sources import RAW_SCHEMA, Chunk, SourceSpec
+from charassets.runner import build_everything, run_partitions
 from charassets_tests.conftest import shared_file
 
 HAIR = {"red": (200, 35, 40), "blue": (40, 70, 190)}

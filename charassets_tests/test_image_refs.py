@@ -386,7 +386,7 @@ def test_a_16bit_png_decodes_within_bounded_memory(tmp_path):
 def test_each_remote_image_is_fetched_once_per_run(tmp_path, serve, allow_local):
     from charassets.definitions import build_definitions
     from charassets.defs.partitions import record_chunks
-    from charassets.defs.runner import run_partitions
+    from charassets.runner import run_partitions
     from charassets.domain.images.decode import decode_image
     from charassets.domain.images.signals import image_signals
 

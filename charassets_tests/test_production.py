@@ -24,9 +24,9 @@ import pytest
 import yaml
 
 from charassets.definitions import build_definitions
-from charassets.defs.runner import heads_metadata, run_partitions, train
 from charassets.domain.demo import generate
 from charassets.domain.lake import Lake
+from charassets.runner import heads_metadata, run_partitions, train
 from charassets_tests.conftest import free_port as _free_port
 from charassets_tests.conftest import server as _server
 
@@ -205,8 +205,8 @@ def test_whole_build_with_the_lake_on_object_storage(s3_endpoint, tmp_path):
 
     import fsspec
 
-    from charassets.defs.runner import build_everything
     from charassets.domain.lake import fsspec_options
+    from charassets.runner import build_everything
 
     options = {
         "AWS_ENDPOINT_URL": s3_endpoint,

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from charassets.definitions import build_definitions
-from charassets.defs.runner import build_everything
 from charassets.domain.demo import generate
+from charassets.runner import build_everything
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SECTIONS = ["overview", "distributions", "long-tail", "label-noise", "examples"]

@@ -17,9 +17,9 @@ from deltalake import DeltaTable, write_deltalake
 
 from charassets.definitions import build_definitions
 from charassets.defs.maintenance import TABLES, maintain_lake
-from charassets.defs.runner import run_partitions
 from charassets.domain.demo import generate
 from charassets.domain.lake import Lake
+from charassets.runner import run_partitions
 from charassets_tests.conftest import lake_env
 
 ROOT = Path(__file__).resolve().parents[1]
