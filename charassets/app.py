@@ -2,7 +2,7 @@
 
 ``make app`` (or ``python -m charassets.app``) serves it on http://127.0.0.1:7860. It runs the
 same domain code as the pipeline: the tag path of ``extract --tags``, the image path of
-``extract --image``, and ``reconcile`` when both are given. Nothing leaves the machine.
+``extract --image``, and, when both are given, the graph's resolver (``candidates.decide``). Nothing leaves the machine.
 
 The app has no authentication. It binds to loopback by default; another host is refused
 unless ``--i-know-this-is-public`` is given, and then a warning is printed. Uploads are
@@ -61,11 +61,18 @@ def rejected_record(name: str | None, reason: str) -> dict:
     return rejected_image_record(name, reason)
 
 
+def tag_reader(ontology: Ontology):
+    """Tags -> the record the text path makes of them: what a tag-reading image backend (``wd:...``) is given."""
+    from charassets.domain.pipeline import extract_one
+
+    return lambda tags: extract_one(", ".join(tags), ontology)
+
+
 def decoded_image_record(decoded: DecodedImage, name: str, ontology: Ontology, backend: str = "animeface") -> dict:
     """``image_signals.image_record`` for an image already decoded (the same function: the record is not decoded again)."""
     from charassets.domain.images.signals import image_record
 
-    return image_record(decoded, name, ontology, backend)
+    return image_record(decoded, name, ontology, backend, tag_reader(ontology))
 
 
 def analyse(
@@ -76,7 +83,7 @@ def analyse(
     The upload is read and decoded once; the decoded image is returned for the preview.
     """
     from charassets.domain.images.decode import ImageRejected, decode_image
-    from charassets.domain.images.signals import image_facts, reconcile, signals_for
+    from charassets.domain.images.signals import image_facts, signals_for
     from charassets.domain.pipeline import extract_one
 
     tags = (tags or "").strip()
@@ -95,14 +102,9 @@ def analyse(
         if problem is not None:
             record["flags"] = [*record["flags"], "image_rejected", f"image: {problem}"]
             record["image"] = {"ref": name}
-        elif decoded is not None:
-            signals = signals_for(decoded.image, backend, ontology)
-            record["image"] = image_facts(decoded, signals, name)
-            if record["status"] == "ok":
-                by_key = {f.key: record["attributes"][f.name] for f in ontology.fields}
-                merged, flags = reconcile(by_key, signals)
-                record["attributes"] = {f.name: merged[f.key] for f in ontology.fields}
-                record["flags"] = [*record["flags"], *flags]
+        elif decoded is not None:  # tags and picture decided together, by the graph's resolver
+            signals = signals_for(decoded.image, backend, ontology, tag_reader(ontology))
+            record = {**extract_one(tags, ontology, image=signals), "image": image_facts(decoded, signals, name)}
     rows = []
     for attr, a in (record.get("attributes") or {}).items():
         if a and a["value"] not in ("unknown", []):
@@ -112,14 +114,19 @@ def analyse(
 
 
 def annotated(image: Image.Image, record: dict) -> Image.Image:
-    """A copy of the decoded picture (EXIF-rotated RGB), with a box around each face the backend found."""
+    """A copy of the decoded picture (EXIF-rotated RGB), with a box around each face the backend found.
+
+    Boxes are in the picture's own pixels; a large picture is decoded smaller, so they are scaled to it.
+    """
     from PIL import ImageDraw
 
     image = image.copy()
     draw = ImageDraw.Draw(image)
     width = max(2, round(max(image.size) / 200))
-    for x, y, w, h in (record.get("image") or {}).get("face_boxes") or []:
-        draw.rectangle((x, y, x + w, y + h), outline=(255, 40, 200), width=width)
+    facts = record.get("image") or {}
+    sx, sy = image.width / (facts.get("width") or image.width), image.height / (facts.get("height") or image.height)
+    for x, y, w, h in facts.get("face_boxes") or []:
+        draw.rectangle((x * sx, y * sy, (x + w) * sx, (y + h) * sy), outline=(255, 40, 200), width=width)
     return image
 
 

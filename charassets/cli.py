@@ -172,7 +172,13 @@ def report(open_it: bool) -> None:
     type=click.Path(exists=True),
     help="Parquet, JSONL or CSV with `id` and `tags`; or a folder of images (sidecar .txt tags optional)",
 )
-@click.option("--image", "image_path", type=click.Path(exists=True, dir_okay=False), help="one image file")
+@click.option(
+    "--image",
+    "image_paths",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="an image file (repeatable: one JSON line per image)",
+)
 @click.option(
     "--image-backend",
     default=lambda: os.environ.get("CHARASSETS_IMAGE_BACKEND", "animeface"),
@@ -180,18 +186,14 @@ def report(open_it: bool) -> None:
     help="animeface (offline), wd:<folder or hub id> (a WD-style ONNX tagger) or clip:<hub id or path> (zero-shot prompts)",
 )
 @click.option("--output", "output_path", type=click.Path(dir_okay=False), help="where to write JSONL (default: stdout)")
-def extract(tag_string: str | None, input_path: str | None, image_path: str | None, image_backend: str, output_path: str | None) -> None:
-    """Print the attribute JSON for one tag string, one image, every row of a file, or every image of a folder."""
-    if sum(x is not None for x in (tag_string, input_path, image_path)) != 1:
+def extract(
+    tag_string: str | None, input_path: str | None, image_paths: tuple[str, ...], image_backend: str, output_path: str | None
+) -> None:
+    """Print the attribute JSON for one tag string, images, every row of a file, or every image of a folder."""
+    if sum(x is not None for x in (tag_string, input_path, image_paths or None)) != 1:
         raise click.UsageError("give exactly one of --tags, --image or --input")
-    if image_path is not None:
-        from charassets.domain.images.signals import image_record
-        from charassets.domain.ontology import Ontology
-
-        record = image_record(Path(image_path).read_bytes(), Path(image_path).name, Ontology.load(), image_backend)
-        click.echo(json.dumps(record, indent=2, ensure_ascii=False))
-        if record["status"] == "rejected":
-            sys.exit(1)
+    if image_paths:
+        _extract_images(image_paths, image_backend, output_path)
         return
     if tag_string is not None:
         # the same path as --input (one row through the graph, with the project's profiles and
@@ -210,14 +212,40 @@ def extract(tag_string: str | None, input_path: str | None, image_path: str | No
         sys.stdout.write(text)
 
 
+def _extract_images(paths: tuple[str, ...], backend: str, output_path: str | None) -> None:
+    """``extract --image``: each picture through ``image_record`` (the function the app and the graph's image stage run).
+
+    One image to stdout: the record as indented JSON. Several, or ``--output``: one JSON line
+    each. Exit status 1 when any image was rejected.
+    """
+    from charassets.domain.images.signals import image_record
+    from charassets.domain.ontology import Ontology
+    from charassets.domain.pipeline import extract_one
+
+    ontology = Ontology.load()
+    reader = lambda tags: extract_one(", ".join(tags), ontology)  # noqa: E731  (what a tag-reading backend is given)
+    records = [image_record(Path(p).read_bytes(), Path(p).name, ontology, backend, reader) for p in paths]
+    if len(records) == 1 and not output_path:
+        click.echo(json.dumps(records[0], indent=2, ensure_ascii=False))
+    else:
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        if output_path:
+            Path(output_path).write_text(text, encoding="utf-8")
+            click.echo(f"wrote {len(records)} rows to {output_path}", err=True)
+        else:
+            sys.stdout.write(text)
+    if any(r["status"] == "rejected" for r in records):
+        sys.exit(1)
+
+
 def extract_file(path: Path) -> list[str]:
     """Run the Dagster graph on one file (or image folder) in a temporary lake; one JSON line per input row, in input order."""
     import dagster as dg
     import yaml
 
     from charassets.definitions import build_definitions, resources_from_env
-    from charassets.runner import run_partitions
     from charassets.domain.schema import to_json_frame
+    from charassets.runner import run_partitions
 
     main_store = resources_from_env()
     main_lake = main_store["lake"].lake()  # type: ignore[attr-defined]
@@ -285,8 +313,7 @@ def compare(attribute: str | None) -> None:
         raise click.ClickException(str(e.args[0])) from None
     store = resources_from_env()["mlflow_store"]
     try:
-        registry.configure(store.tracking_uri, store.experiment, store.artifact_root)  # type: ignore[attr-defined]
-        rows = registry.versions(key)
+        rows = store.store().versions(key)  # type: ignore[attr-defined]
     except Exception as e:  # a store that cannot be reached or read: say so, without a traceback
         raise click.ClickException(f"could not read the model registry at {store.tracking_uri}: {e}") from None  # type: ignore[attr-defined]
     if not rows:
@@ -315,10 +342,24 @@ def compare(attribute: str | None) -> None:
 @click.option(
     "--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="reliability plot PNG (default: OUTPUT.reliability.png)"
 )
-def evaluate(gold: str, output: str, json_path: str | None, plot_path: str | None) -> None:
+@click.option(
+    "--images",
+    "image_labels",
+    is_flag=True,
+    help="GOLD is a picture label file (file, hair_color, eye_color, characters...): print the image figures",
+)
+def evaluate(gold: str, output: str, json_path: str | None, plot_path: str | None, image_labels: bool) -> None:
     """Score an extraction output (JSONL from `extract`) against a GOLD file; see the README for the gold format."""
     from charassets.domain import evaluation
     from charassets.domain.ontology import Ontology
+
+    if image_labels:
+        from charassets.domain.images import labels
+
+        figures = labels.score(evaluation.read_rows(output), labels.read_labels(gold))
+        click.echo(labels.format_score(figures))
+        Path(json_path or str(Path(output).with_suffix(".eval.json"))).write_text(json.dumps(figures, indent=2))
+        return
 
     try:
         report = evaluation.evaluate(evaluation.read_rows(gold), evaluation.read_rows(output), Ontology.load())

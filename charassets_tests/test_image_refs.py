@@ -386,9 +386,9 @@ def test_a_16bit_png_decodes_within_bounded_memory(tmp_path):
 def test_each_remote_image_is_fetched_once_per_run(tmp_path, serve, allow_local):
     from charassets.definitions import build_definitions
     from charassets.defs.partitions import record_chunks
-    from charassets.runner import run_partitions
     from charassets.domain.images.decode import decode_image
     from charassets.domain.images.signals import image_signals
+    from charassets.runner import run_partitions
 
     face = shared_file("images_dev/237060063cc1c26b.webp").read_bytes()  # one face, 512 px: kept as it is
     big = _png(Image.open(io.BytesIO(face)).convert("RGB").resize((1536, 1536), Image.Resampling.LANCZOS))  # shrunk to 1024

@@ -90,7 +90,7 @@ class CatalogResource(dg.ConfigurableResource):
     def sources(self) -> SourcesConfig:
         path = Path(self.sources_path) if self.sources_path else Path(self.demo_dir) / "sources.yaml"
         if not self.sources_path and not path.exists():
-            generate(self.demo_dir, n=self.demo_records)
+            generate(self.demo_dir, n=self.demo_records, images=True)  # the shipped pictures too: the demo shows both paths
         return SourcesConfig.from_yaml(path)
 
     def vocabulary(self) -> Vocabulary:

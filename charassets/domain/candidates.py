@@ -11,8 +11,8 @@ from collections.abc import Mapping
 
 import polars as pl
 
+from charassets.domain.images.calibration import IMAGE_MIN_CONFIDENCE  # the one threshold every image path uses
 from charassets.domain.resolve import (
-    IMAGE_FILL_CONFIDENCE,
     REPORTED_AS,
     attribute_value,
     decided,
@@ -214,7 +214,7 @@ def decide(
             seen_value = pl.col("_img").struct.field(key)
             sv = seen_value.struct.field("value")
             if "image" in f.fill:
-                confident = seen_value.struct.field("confidence") >= IMAGE_FILL_CONFIDENCE
+                confident = seen_value.struct.field("confidence") >= IMAGE_MIN_CONFIDENCE
                 open_field = image_only | (label_ok & ~decided(value, multi))  # nothing from the tags, or they argue
                 cands["image"] = pl.when(
                     final_ok & seen & open_field & decided(sv, multi).fill_null(False) & confident.fill_null(False)

@@ -6,6 +6,8 @@ raw records --clean_stage--> clean tags --label_stage--> tag attributes --mart_s
 
 from __future__ import annotations
 
+import json
+
 import polars as pl
 
 from charassets.domain.candidates import decide
@@ -129,8 +131,12 @@ def value_counts(mart: pl.DataFrame, ontology: Ontology, top: int = 8) -> dict[s
     return out
 
 
-def extract_one(tag_string: str, ontology: Ontology | None = None, vocabulary: Vocabulary | None = None) -> dict:
-    """One tag string through every stage, as the JSON object the table holds for it."""
+def extract_one(tag_string: str, ontology: Ontology | None = None, vocabulary: Vocabulary | None = None, image=None) -> dict:
+    """One tag string (and, optionally, the ``ImageSignals`` of its picture) through every stage, as the table's JSON object.
+
+    With an image, the values are decided by the same resolver as the graph's (``candidates.decide``):
+    tags first, a confident reading fills what they leave open, a differing one is flagged.
+    """
     from charassets.domain.schema import to_json_frame
     from charassets.domain.sources import RAW_SCHEMA, Chunk, validate_records
 
@@ -143,5 +149,19 @@ def extract_one(tag_string: str, ontology: Ontology | None = None, vocabulary: V
     )
     records, rejects = validate_records(raw, spec, chunk)
     clean, _ = clean_stage(records, spec, vocabulary)
-    mart = mart_stage(label_stage(clean, ontology), rejects, ontology)
+    images = None
+    if image is not None:
+        signals = pl.DataFrame(
+            {
+                "record_id": records.get_column("record_id"),
+                "status": [image.status],
+                "faces": [len(image.faces)],
+                "flags": [list(image.flags)],
+                "attributes": [json.dumps(image.attributes)],
+            },
+            schema_overrides={"faces": pl.Int32, "flags": pl.List(pl.String)},
+        )
+        tagless = records.filter(pl.col("tags_raw").fill_null("").str.strip_chars() == "").select("record_id")
+        images = {"tagless": tagless, "signals": signals}
+    mart = mart_stage(label_stage(clean, ontology), rejects, ontology, images=images)
     return to_json_frame(mart, ontology).drop("partition", "source").row(0, named=True)

@@ -10,7 +10,8 @@ Sources, in order of trust (``PRECEDENCE``):
 2. ``identity``: the tags conflict, or name several values, and the character's profile
    supports one of them (reported as source ``tags``: the tags said it, the identity chose);
 3. ``profile``: no tag evidence; the character's profile value clears the field's fill threshold;
-4. ``image``: a colour read from the record's picture, at or above ``IMAGE_FILL_CONFIDENCE``;
+4. ``image``: a colour read from the record's picture, at or above its calibrated threshold
+   (``images.calibration.IMAGE_MIN_CONFIDENCE``);
 5. ``head``: a text head's prediction, where its class holds its precision on this partition;
 6. ``image_head``: an image head's prediction.
 
@@ -36,7 +37,6 @@ PRECEDENCE: tuple[str, ...] = ("tags", "identity", "profile", "image", "head", "
 REPORTED_AS = {"identity": "tags"}  # a candidate whose ``source`` names another kind of evidence
 # the ``source`` a value may carry, in order of trust: the schema's enum and the fill policies' vocabulary
 SOURCES: tuple[str, ...] = tuple(dict.fromkeys(REPORTED_AS.get(s, s) for s in PRECEDENCE))
-IMAGE_FILL_CONFIDENCE = 0.5  # an image reading fills a gap only at this confidence or above
 
 
 def value_dtype(multi: bool) -> pl.Struct:

@@ -7,7 +7,7 @@ import polars as pl
 from charassets.defs.features.assets import _as_list_column
 from charassets.defs.metadata import per_partition, preview
 from charassets.defs.partitions import for_each_partition, table_asset
-from charassets.defs.raw.images import image_partitions
+from charassets.defs.raw.images import image_partitions, tag_reader
 from charassets.defs.resources import CatalogResource, ImageModelsResource, LakeResource
 from charassets.domain.dedup import deduplicated, near_duplicate_clusters
 from charassets.domain.images.embedders import ColorLayoutEmbedder, thumbnails
@@ -21,7 +21,7 @@ EMBED_BATCH = 256
 def image_signals(
     context: dg.AssetExecutionContext, lake: LakeResource, catalog: CatalogResource, image_models: ImageModelsResource
 ) -> dg.MaterializeResult:
-    """Per decoded image: faces and their boxes (one: ok; several or none: ambiguous), hair and eye colour named in CIELAB, flags."""
+    """Per decoded image: faces and boxes, hair and eye colour named in CIELAB with calibrated confidence, flags (read by raw/images)."""
     table = lake.for_asset(context)
     ontology = catalog.ontology()
     with_images = image_partitions(table, catalog, context.partition_keys)
@@ -33,10 +33,13 @@ def image_signals(
         chunk, spec = with_images[key]
         scan = table.scan("raw", "images", [key])
         # images fetched over http(s) are read from their working copy: a URL is fetched once per run
-        copy = pl.col("working_copy") if "working_copy" in scan.collect_schema().names() else pl.lit(None, pl.Binary).alias("working_copy")
-        decoded = scan.select("record_id", "width", "height", copy).collect()
+        names = scan.collect_schema().names()
+        copy = pl.col("working_copy") if "working_copy" in names else pl.lit(None, pl.Binary).alias("working_copy")
+        # the signals raw/images read from its own decode (tables written before it kept them: read again)
+        read = pl.col("signals") if "signals" in names else pl.lit(None, pl.String).alias("signals")
+        decoded = scan.select("record_id", "width", "height", copy, read).collect()
         records = table.read("raw", "records", [key]).join(decoded.select("record_id"), on="record_id", how="semi")
-        signals = signals_stage(records, chunk, spec, image_models.backend, ontology, decoded)
+        signals = signals_stage(records, chunk, spec, image_models.backend, ontology, decoded, tag_reader(ontology))
         table.write_partitions("features", "image_signals", signals, [key])
         last[:] = [signals]
         counts = dict(signals.group_by("status").len().iter_rows())

@@ -1,4 +1,8 @@
-"""Raw stage, image side: every referenced image decoded safely (facts + thumbnail), or quarantined with the reason."""
+"""Raw stage, image side: every referenced image decoded safely (facts, thumbnail and its signals), or quarantined with the reason.
+
+The image signals (faces, colours) are read from the same decoded image as the facts:
+one decode per picture; ``features/image_signals`` publishes them.
+"""
 
 import dagster as dg
 import polars as pl
@@ -6,10 +10,17 @@ import polars as pl
 from charassets.defs.metadata import per_partition, preview, totals
 from charassets.defs.partitions import backfill_policy, for_each_partition, record_chunks, table_spec
 from charassets.defs.raw.assets import registered_chunks
-from charassets.defs.resources import CatalogResource, LakeResource
+from charassets.defs.resources import CatalogResource, ImageModelsResource, LakeResource
+from charassets.domain.images.signals import signals_for
 from charassets.domain.images.stage import images_stage
+from charassets.domain.pipeline import extract_one
 
 IMAGES_ACCOUNTED = "every_image_accounted"
+
+
+def tag_reader(ontology):
+    """Tags -> the record the text path makes of them: what a tag-reading image backend (``wd:...``) is given."""
+    return lambda tags: extract_one(", ".join(tags), ontology)
 
 
 def image_partitions(table, catalog: CatalogResource, keys: list[str]) -> dict[str, tuple]:
@@ -35,10 +46,16 @@ def image_partitions(table, catalog: CatalogResource, keys: list[str]) -> dict[s
     partitions_def=record_chunks,
     backfill_policy=backfill_policy,
 )
-def raw_images(context: dg.AssetExecutionContext, lake: LakeResource, catalog: CatalogResource):
-    """Decodes each chunk's images (sources with ``format: images`` or ``images: true``; other sources have none)."""
+def raw_images(context: dg.AssetExecutionContext, lake: LakeResource, catalog: CatalogResource, image_models: ImageModelsResource):
+    """Decodes each chunk's images (sources with ``format: images`` or ``images: true``; other sources have none), and reads their signals."""
     table = lake.for_asset(context)
     with_images = image_partitions(table, catalog, context.partition_keys)
+    ontology, backend = catalog.ontology(), image_models.backend
+    reader = tag_reader(ontology)
+
+    def signals(image):
+        return signals_for(image, backend, ontology, reader)
+
     last: dict[str, pl.DataFrame] = {}
     referenced: dict[str, int] = {}
 
@@ -47,7 +64,7 @@ def raw_images(context: dg.AssetExecutionContext, lake: LakeResource, catalog: C
             return {"referenced": 0, "images": 0, "image_rejects": 0}
         chunk, spec = with_images[key]
         records = table.read("raw", "records", [key])
-        images, rejects = images_stage(records, chunk, spec)
+        images, rejects = images_stage(records, chunk, spec, signals)
         table.write_partitions("raw", "images", images, [key])
         table.write_partitions("raw", "image_rejects", rejects, [key])
         referenced[key] = records.filter(pl.col("image_ref").is_not_null()).height
@@ -73,7 +90,7 @@ def raw_images(context: dg.AssetExecutionContext, lake: LakeResource, catalog: C
             **t,
             "partitions_with_images": len(with_images),
             "per_partition": per_partition(stats),
-            "preview": preview(images.drop("thumbnail", "working_copy")) if images.height else "no images in this run",
+            "preview": preview(images.drop("thumbnail", "working_copy", "signals")) if images.height else "no images in this run",
         },
         check_results=[
             dg.AssetCheckResult(

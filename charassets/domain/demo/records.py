@@ -46,6 +46,7 @@ from charassets.domain.demo.catalogue import (
     artist_names,
     load_characters,
 )
+from charassets.domain.images.samples import add_demo_images
 from charassets.domain.ontology import Ontology
 
 
@@ -226,8 +227,12 @@ def generate(
     rows_per_partition: int = 5_000,
     danbooru_share: float = 0.2,
     workers: int = 1,
+    images: bool = False,
 ) -> Path:
     """Write ``n`` demo records under ``out_dir`` and a ``sources.yaml`` describing them.
+
+    ``images``: also the pictures the project ships (``images.samples``), as an image-folder
+    source, so the demo shows the image path too.
 
     Records go to files of at most ``SHARD_ROWS`` (Parquet for the ordered layout, JSONL for
     the Danbooru one), each drawn from its own seeded stream: the output depends only on the
@@ -256,6 +261,8 @@ def generate(
         {"name": "demo_danbooru", "uri": "danbooru/*.jsonl", "layout": "danbooru", "rows_per_partition": rows_per_partition},
     ]
     config = {"sources": [s for s, count in zip(sources, (n_ord, n_dan), strict=True) if count]}
+    if images:
+        config = add_demo_images(out, config)
     (out / "sources.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (out / "MANIFEST.json").write_text(json.dumps({"records": n, "seed": seed, "malformed_rate": malformed_rate}))
     return out / "sources.yaml"

@@ -9,6 +9,12 @@ orientation. Paths are confined to their source root.
 High-bit-depth images (16-bit and 32-bit integer, float) are scaled to 8 bits by Pillow
 itself, after shrinking them to at most ``HIGH_DEPTH_SIDE`` on the long side: memory stays
 near the size of the decoded file (no float64 copy of a 40-megapixel image).
+
+Pictures are decoded at reduced size where that is free: nothing downstream needs more
+than ``DECODE_SIDE`` px on the long side (thumbnail 256, working copy 1024, face passes
+320 at most), so a JPEG is decoded by its DCT scaling (``draft``: 1/2, 1/4 or 1/8) and any
+other format shrunk by an integer factor (``reduce``), never below ``DECODE_SIDE``. The
+facts (width, height) stay those of the picture itself.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ THUMBNAIL = 256
 HIGH_DEPTH_SIDE = 2048  # 16-bit, 32-bit and float images are shrunk to this (long side) before going to 8 bits
 WORKING_SIDE = 1024  # the working copy's long side (the face detector works at this size anyway)
 WORKING_ORIGINAL_BYTES = 2**20  # a file at most this big, and no larger than WORKING_SIDE, is its own working copy
+DECODE_SIDE = 1024  # pictures are decoded to no less than this on their long side (JPEG draft, integer reduce)
+SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that turn the picture by 90 degrees
 
 
 class ImageRejected(ValueError):
@@ -36,7 +44,7 @@ class ImageRejected(ValueError):
 
 @dataclass(frozen=True)
 class DecodedImage:
-    image: Image.Image  # RGB, EXIF orientation applied (a high-bit-depth image: at most HIGH_DEPTH_SIDE on its long side)
+    image: Image.Image  # RGB, EXIF orientation applied; at reduced size (at least DECODE_SIDE) when the picture is much larger
     width: int  # the picture's own size, EXIF orientation applied
     height: int
     format: str
@@ -120,8 +128,24 @@ def to_rgb(im: Image.Image, max_side: int = HIGH_DEPTH_SIDE) -> Image.Image:
     return im.convert("RGB") if im.mode != "RGB" else im
 
 
-def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> DecodedImage:
-    """Decode ``data`` safely; raises ``ImageRejected`` with the reason for anything unusable."""
+REDUCIBLE = ("RGB", "RGBA", "L", "LA", "CMYK")
+TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _transposed(im: Image.Image, orientation: int | None) -> Image.Image:
+    return im.transpose(TRANSPOSE[orientation]) if orientation in TRANSPOSE else im
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, side: int | None = DECODE_SIDE) -> DecodedImage:
+    """Decode ``data`` safely (at reduced size, no less than ``side``; None: full size); ``ImageRejected`` says why not."""
     if not data:
         raise ImageRejected("empty file")
     digest = hashlib.sha256(data).hexdigest()
@@ -134,9 +158,15 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> DecodedImage:
                 raise ImageRejected(f"{w}x{h} pixels exceeds the limit of {max_pixels:,} (decompression bomb guard)")
             frames = int(getattr(im, "n_frames", 1))
             im.seek(0)
+            orientation = im.getexif().get(0x0112)
+            if side and fmt == "JPEG" and max(w, h) >= 2 * side:  # DCT scaling: the decoder itself skips detail
+                im.draft(None, (max(1, side * w // max(w, h)), max(1, side * h // max(w, h))))
             im.load()
-            ImageOps.exif_transpose(im, in_place=True)  # in place: no copy of an upright image
-            w, h = im.size
+            if side and max(im.size) >= 2 * side and im.mode in REDUCIBLE:
+                im = _transposed(im.reduce(max(im.size) // side), orientation)  # a new image: turned here, by its tag
+            else:
+                ImageOps.exif_transpose(im, in_place=True)  # in place: no copy of an upright image
+            w, h = (h, w) if orientation in SWAPS_AXES else (w, h)
             rgb = to_rgb(im)
             del im
     except ImageRejected:

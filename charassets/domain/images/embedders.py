@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from charassets.domain.images.signals import to_lab
+from charassets.domain.images.colours import to_lab
 
 GRID = 12
 BINS = 4

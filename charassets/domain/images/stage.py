@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import fsspec
 import polars as pl
 
+from charassets.domain.images.backends import TagReader
 from charassets.domain.images.decode import ImageRejected, decode_image
 from charassets.domain.images.fetch import MAX_IMAGE_BYTES, LocalPath, RemoteURL, fetch_url, is_remote, resolve_reference
 from charassets.domain.sources import EMBEDDED, Chunk, SourceSpec
@@ -47,6 +48,8 @@ IMAGE_SCHEMA = {
     # images fetched over http(s) only (null otherwise): the file itself when small, else lossless WebP with a
     # longest side of 1024; features/image_signals reads it, so that a URL is fetched once per run
     "working_copy": pl.Binary,
+    # the image signals (JSON, SIGNAL_SCHEMA's fields) read from this very decode: features/image_signals publishes them
+    "signals": pl.String,
 }
 IMAGE_REJECT_SCHEMA = {
     "record_id": pl.String,
@@ -163,11 +166,21 @@ def image_payloads(
             yield row, data
 
 
-def images_stage(records: pl.DataFrame, chunk: Chunk, spec: SourceSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
+def signal_row(s, sx: float = 1.0, sy: float = 1.0) -> dict:
+    """``ImageSignals`` as a row of ``features/image_signals`` (boxes scaled by ``sx``, ``sy`` to the picture's pixels)."""
+    boxes = [[round(x * sx), round(y * sy), round(w * sx), round(h * sy)] for x, y, w, h in (f.box for f in s.faces)]
+    return {"status": s.status, "faces": len(s.faces), "face_boxes": boxes, "flags": s.flags, "attributes": json.dumps(s.attributes)}
+
+
+def images_stage(
+    records: pl.DataFrame, chunk: Chunk, spec: SourceSpec, signals: Callable[[Any], Any] | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Decode every referenced image of a chunk: facts and a thumbnail per image, or a quarantine row with the reason.
 
     An image fetched over http(s) also keeps a working copy (``DecodedImage.working_copy``),
-    so that no later stage fetches it again.
+    so that no later stage fetches it again. ``signals`` (a decoded RGB image ->
+    ``ImageSignals``) is run on the same decoded image: one decode per picture for every
+    signal; its result is the ``signals`` column that ``features/image_signals`` publishes.
     """
     root = image_root(chunk, spec)
     good, bad = [], []
@@ -192,13 +205,22 @@ def images_stage(records: pl.DataFrame, chunk: Chunk, spec: SourceSpec) -> tuple
                 "phash": d.phash,
                 "thumbnail": d.thumbnail(),
                 "working_copy": d.working_copy(payload) if row["image_ref"] != EMBEDDED and is_remote(row["image_ref"], root) else None,
+                "signals": None
+                if signals is None
+                else json.dumps(signal_row(signals(d.image), d.width / d.image.width, d.height / d.image.height)),
             }
         )
     return pl.DataFrame(good, schema=IMAGE_SCHEMA), pl.DataFrame(bad, schema=IMAGE_REJECT_SCHEMA)
 
 
 def signals_stage(
-    records: pl.DataFrame, chunk: Chunk, spec: SourceSpec, backend: str, ontology, working: pl.DataFrame | None = None
+    records: pl.DataFrame,
+    chunk: Chunk,
+    spec: SourceSpec,
+    backend: str,
+    ontology,
+    working: pl.DataFrame | None = None,
+    tag_reader: TagReader | None = None,
 ) -> pl.DataFrame:
     """Faces, subject count and colour attributes of each decoded image.
 
@@ -206,9 +228,15 @@ def signals_stage(
     ``working_copy``). An image with a working copy is read from it (face boxes scaled back
     to the picture's own size); any other is re-read from the source, at full resolution.
     A URL is never fetched here: without a working copy it is ``unreadable``.
+    ``tag_reader`` (tags -> record) is what a tag-reading backend (``wd:...``) needs.
     """
     from charassets.domain.images.signals import signals_for
 
+    done = {}  # read when raw/images decoded the picture: published as they are, no second decode
+    if working is not None and "signals" in working.columns:
+        done = dict(working.filter(pl.col("signals").is_not_null()).select("record_id", "signals").iter_rows())
+    ready = records.filter(pl.col("record_id").is_in(list(done))).select("record_id", "partition", "row_index")
+    records = records.filter(~pl.col("record_id").is_in(list(done)))
     copies = {}
     if working is not None and "working_copy" in working.columns:
         for r in working.filter(pl.col("working_copy").is_not_null()).iter_rows(named=True):
@@ -219,6 +247,13 @@ def signals_stage(
         (row, copies[row["record_id"]]) for row in from_copies.select("record_id", "partition", "row_index").iter_rows(named=True)
     )
     rows = []
+    for row in ready.iter_rows(named=True):
+        rows.append(
+            (
+                row["row_index"],
+                {"record_id": row["record_id"], "partition": row["partition"], "backend": backend, **json.loads(done[row["record_id"]])},
+            )
+        )
     for row, payload in itertools.chain(image_payloads(from_source, chunk, spec, fetch=False), with_copies):
         base = {"record_id": row["record_id"], "partition": row["partition"], "backend": backend}
         try:
@@ -231,25 +266,12 @@ def signals_stage(
                 sx, sy = width / image.width, height / image.height
             else:
                 image = decode_image(payload).image
-            s = signals_for(image, backend, ontology)
+            s = signals_for(image, backend, ontology, tag_reader)
         except ImageRejected as e:  # the file changed or vanished since raw/images read it
             rows.append(
                 (row["row_index"], {**base, "status": "unreadable", "faces": None, "face_boxes": [], "flags": [str(e)], "attributes": "{}"})
             )
             continue
-        boxes = [[round(x * sx), round(y * sy), round(w * sx), round(h * sy)] for x, y, w, h in (f.box for f in s.faces)]
-        rows.append(
-            (
-                row["row_index"],
-                {
-                    **base,
-                    "status": s.status,
-                    "faces": len(s.faces),
-                    "face_boxes": boxes,
-                    "flags": s.flags,
-                    "attributes": json.dumps(s.attributes),
-                },
-            )
-        )
+        rows.append((row["row_index"], {**base, **signal_row(s, sx, sy)}))
     rows.sort(key=lambda r: r[0])  # row order, as before
     return pl.DataFrame([r for _, r in rows], schema=SIGNAL_SCHEMA)

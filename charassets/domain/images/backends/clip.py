@@ -3,25 +3,37 @@
 Any CLIP-style checkpoint by hub id or local path (``AutoModel`` with
 ``get_image_features`` / ``get_text_features``); images are prepared by the model's own
 image processor (the Pillow implementations, so torchvision is not needed). Zero-shot:
-for a field, one prompt per ontology value (``PROMPTS``); the value whose prompt is
-closest to the image wins, with the softmax over that field's prompts as confidence.
+for each single-valued field the ontology lets an image decide (its ``fill``), one prompt
+per value (``prompts``: the template ``colors.yaml`` gives the field, else a generic one);
+the value whose prompt is closest to the image wins, with the softmax over that field's
+prompts as confidence. As a backend (``ClipBackend``), animeface counts the faces first.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image
 
-# one prompt template per field that a picture can show; {} is the ontology value
-PROMPTS = {
-    "hair_color": "an anime character with {} hair",
-    "eye_color": "an anime character with {} eyes",
-    "hair_length": "an anime character with {} hair",
-    "gender": "an anime character, {}",
-    "body_type": "an anime character with a {} body",
-}
+from charassets.domain.images.colours import Palette, default_palette
+from charassets.domain.images.shapes import ImageSignals
+
+GENERIC_PROMPT = "an anime character, {field}: {value}"
+
+
+def prompts(ontology, palette: Palette | None = None) -> dict[str, tuple[str, ...]]:
+    """Field key -> one prompt per value, for the single-valued fields an image may decide (ontology ``fill``)."""
+    palette = palette or default_palette()
+    out = {}
+    for f in ontology.fields:
+        if f.cardinality != "single" or not f.values or "image" not in f.fill:
+            continue
+        template = palette.prompts.get(f.key, GENERIC_PROMPT.replace("{field}", f.name.lower()).replace("{value}", "{}"))
+        if template is not None:  # colors.yaml may switch a field's zero-shot reading off
+            out[f.key] = tuple(template.format(v.replace("_", " ")) for v in f.values)
+    return out
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -78,14 +90,11 @@ class ClipImageModel:
         model, _, _ = self._load()
         scale = float(model.logit_scale.detach().exp()) if hasattr(model, "logit_scale") else 100.0
         out: list[dict[str, dict]] = [{} for _ in range(len(image_vectors))]
-        for key, template in PROMPTS.items():
-            spec = next((f for f in ontology.fields if f.key == key), None)
-            if spec is None or not spec.values or spec.cardinality != "single":
-                continue
-            prompts = tuple(template.format(v.replace("_", " ")) for v in spec.values)
-            if prompts not in self._prompts:  # the same prompts for every image: encoded once
-                self._prompts[prompts] = self.encode_texts(list(prompts))
-            text = self._prompts[prompts]
+        for key, texts in prompts(ontology).items():
+            spec = ontology.field(key)
+            if texts not in self._prompts:  # the same prompts for every image: encoded once
+                self._prompts[texts] = self.encode_texts(list(texts))
+            text = self._prompts[texts]
             logits = scale * image_vectors @ text.T
             proba = np.exp(logits - logits.max(1, keepdims=True))
             proba /= proba.sum(1, keepdims=True)
@@ -98,3 +107,27 @@ class ClipImageModel:
                     "source": "image",
                 }
         return out
+
+
+@lru_cache(maxsize=2)
+def cached_model(spec: str) -> ClipImageModel:
+    """One loaded model per process and spec."""
+    return ClipImageModel(spec)
+
+
+@dataclass
+class ClipBackend:
+    """Animeface counts the faces; for a single-character picture, zero-shot prompts name the attributes."""
+
+    model: ClipImageModel
+    ontology: object
+    name: str = "clip"
+
+    def signals(self, image: Image.Image) -> ImageSignals:
+        from charassets.domain.images.analysis import analyse
+
+        counted = analyse(image)
+        if counted.status != "ok":
+            return ImageSignals(self.name, counted.faces, counted.status, counted.flags, counted.attributes)
+        answers = self.model.zero_shot(self.model.encode_images([image]), self.ontology)[0]
+        return ImageSignals(self.name, counted.faces, "ok", counted.flags, {**counted.attributes, **answers})

@@ -6,16 +6,21 @@ float32 input (BGR, 0..255, square, padded with white), sigmoid outputs aligned 
 4 character). ``WDTagger.load`` takes a folder holding both files or a Hugging Face hub
 id (downloaded where the network is). The predicted tags then go through the text path
 (cleaning, aliases, ontology), so an image gets exactly the attributes its tags would.
+That path is not imported here: the backend is given a ``TagReader`` (tags -> record).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 from PIL import Image
+
+from charassets.domain.images.backends import TagReader
+from charassets.domain.images.shapes import ImageSignals
 
 RATING, GENERAL, CHARACTER = 9, 0, 4
 MODEL_FILE, LABELS_FILE = "model.onnx", "selected_tags.csv"
@@ -87,13 +92,16 @@ class WDTagger:
         return TaggerOutput(rating, above(GENERAL, self.general_threshold), above(CHARACTER, self.character_threshold))
 
 
-def tagger_signals(image: Image.Image, tagger: WDTagger, ontology):
-    """The tagger's tags through the text path: status, flags and attributes as for a tag record (source ``image``)."""
-    from charassets.domain.images.signals import ImageSignals
-    from charassets.domain.pipeline import extract_one
+@lru_cache(maxsize=4)
+def cached_tagger(spec: str) -> WDTagger:
+    """One loaded tagger per process and spec."""
+    return WDTagger.load(spec)
 
+
+def tagger_signals(image: Image.Image, tagger: WDTagger, ontology, tag_reader: TagReader) -> ImageSignals:
+    """The tagger's tags through the text path (``tag_reader``): status, flags and attributes as for a tag record (source ``image``)."""
     out = tagger.predict(image)
-    record = extract_one(", ".join(out.tags()), ontology)
+    record = tag_reader(out.tags())
     attributes = {}
     probability = dict(out.general + out.character)
     for f in ontology.fields:
@@ -103,3 +111,16 @@ def tagger_signals(image: Image.Image, tagger: WDTagger, ontology):
         evidence = [f"{tagger.name}:{t}={probability.get(t, 0.0)}" for t in value["evidence"]]
         attributes[f.key] = {**value, "evidence": evidence, "source": "image" if value["source"] else None}
     return ImageSignals(tagger.name, [], record["status"], list(record["flags"]), attributes)
+
+
+@dataclass
+class TaggerBackend:
+    """A WD tagger as an ``ImageBackend``: its tags read by the given ``TagReader``."""
+
+    tagger: WDTagger
+    ontology: object
+    tag_reader: TagReader
+    name: str = "wd"
+
+    def signals(self, image: Image.Image) -> ImageSignals:
+        return tagger_signals(image, self.tagger, self.ontology, self.tag_reader)
