@@ -8,24 +8,11 @@ from __future__ import annotations
 
 import polars as pl
 
-from charassets.domain.sources.chunks import UNREADABLE, Chunk, SourceError, partition_key
+from charassets.domain.sources.chunks import REGISTRY_SCHEMA, UNREADABLE, Chunk, SourceError, partition_key
 from charassets.domain.sources.config import SourceSpec
 from charassets.domain.sources.files import list_table_files
 from charassets.domain.sources.readers import known_suffixes, reader
 from charassets.domain.sources.records import RAW_SCHEMA, REJECT_SCHEMA, validate_records
-
-REGISTRY_SCHEMA = {
-    "partition": pl.String,
-    "source": pl.String,
-    "file": pl.String,
-    "format": pl.String,
-    "chunk": pl.Int32,
-    "row_start": pl.Int64,
-    "row_count": pl.Int64,
-    "byte_start": pl.Int64,
-    "byte_end": pl.Int64,
-    "file_bytes": pl.Int64,
-}
 
 
 def list_files(spec: SourceSpec) -> list[tuple[str, str]]:
