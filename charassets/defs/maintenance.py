@@ -18,7 +18,6 @@ from charassets.domain.tables import maintained_tables
 
 # every Delta table the registry marks maintained (charassets/domain/tables.py), in lineage order
 TABLES: list[tuple[str, str]] = [t.key for t in maintained_tables()]
-TAG_VECTORS = ("features", "tag_vectors")
 
 
 MIN_LIVE_RETENTION_HOURS = 1  # a writer commits within minutes of writing its files
@@ -31,7 +30,7 @@ class MaintenanceConfig(dg.Config):
 
 def maintain_lake(lake: Lake, retention_hours: int, target_size: int | None, log=None) -> dict[str, dict[str, int]]:
     """Maintain every existing table; a table that fails (e.g. a concurrent writer won) is reported, the rest go on."""
-    from charassets.domain.models.features import compact_tag_cache
+    from charassets.domain.models.features import TAG_VECTORS, compact_tag_cache
 
     out: dict[str, dict[str, int]] = {}
     for stage, name in TABLES:

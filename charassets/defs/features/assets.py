@@ -7,15 +7,7 @@ import polars as pl
 from charassets.defs.metadata import per_partition
 from charassets.defs.partitions import for_each_partition, table_asset
 from charassets.defs.resources import CatalogResource, EmbedderResource, LakeResource
-from charassets.domain.models.features import TagVectorCache, content_hashes, encode_full, feature_tags, pool
-
-TAG_VECTORS = ("features", "tag_vectors")
-
-
-def load_tag_cache(table, embedder) -> TagVectorCache:
-    """The cached vectors of one embedder (``table``: the asset's declared lake, which must declare the cache)."""
-    known = table.scan(*TAG_VECTORS).filter(pl.col("embedder") == embedder.id).collect() if table.exists(*TAG_VECTORS) else None
-    return TagVectorCache(embedder, known)
+from charassets.domain.models.features import TAG_VECTORS, content_hashes, encode_full, feature_tags, load_tag_cache, pool
 
 
 @table_asset("features/tag_vectors", kinds={"delta", "torch"})

@@ -22,27 +22,17 @@ EXCERPT_CHARS = 200
 TAG_FIELDS = ("tags", "general", "character", "copyright", "artist", "meta")
 EMBEDDED = "embedded"  # image_ref of an image whose bytes are in the source table itself
 
-RAW_SCHEMA = {
+# where a row came from: every raw record and every reject carries these
+_ORIGIN = {
     "record_id": pl.String,
     "source_id": pl.String,
     "source": pl.String,
     "partition": pl.String,
     "file": pl.String,
     "row_index": pl.Int64,
-    **{f"{f}_raw": pl.String for f in TAG_FIELDS},
-    "rating": pl.String,
-    "image_ref": pl.String,
 }
-REJECT_SCHEMA = {
-    "record_id": pl.String,
-    "source_id": pl.String,
-    "source": pl.String,
-    "partition": pl.String,
-    "file": pl.String,
-    "row_index": pl.Int64,
-    "reason": pl.String,
-    "raw_excerpt": pl.String,
-}
+RAW_SCHEMA = {**_ORIGIN, **{f"{f}_raw": pl.String for f in TAG_FIELDS}, "rating": pl.String, "image_ref": pl.String}
+REJECT_SCHEMA = {**_ORIGIN, "reason": pl.String, "raw_excerpt": pl.String}
 
 
 def frames_from_objects(
