@@ -118,3 +118,20 @@ def test_dagster_instance_writes_only_under_dagster_home():
     assert dirs == [{"env": "DAGSTER_HOME"}] * 2 and "compute_logs" not in config  # compute logs: the default, under storage/
     ignored = (ROOT / ".gitignore").read_text().splitlines()
     assert {"storage/", "history/", "schedules/", "logs/"} <= set(ignored)  # DAGSTER_HOME = the project root in the Makefile
+
+
+def test_one_parser_reads_every_model_spec_string():
+    """Text embedders, image backends and image embedders are all named ``kind[:target]`` and parsed by ``specs.parse_spec``."""
+    from charassets.domain.images.backends import parse_backend
+    from charassets.domain.images.embedders import load_image_embedder
+    from charassets.domain.models.embedders import make_embedder
+    from charassets.domain.specs import ModelSpec
+
+    assert make_embedder("hashing:64").dim == 64 and make_embedder("hashing").dim == 256
+    assert parse_backend("wd:SmilingWolf/wd-vit-tagger-v3") == ModelSpec("wd", "SmilingWolf/wd-vit-tagger-v3")
+    assert type(load_image_embedder("colorlayout")).__name__ == "ColorLayoutEmbedder"
+    for bad, load in (("hashing:", make_embedder), ("minilm:x", make_embedder), ("hf", make_embedder), ("clip", load_image_embedder)):
+        with pytest.raises(ValueError, match="unknown"):
+            load(bad)
+    with pytest.raises(ValueError, match="unknown image backend"):
+        parse_backend("animeface:x")

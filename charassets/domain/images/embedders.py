@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from charassets.domain.images.colours import to_lab
+from charassets.domain.specs import NEEDS, NONE, parse_spec
 
 GRID = 12
 BINS = 4
@@ -50,13 +51,12 @@ class ColorLayoutEmbedder:
 
 def load_image_embedder(spec: str, device: str = "cpu"):
     """``colorlayout`` (offline default) or ``clip:<hub id or local path>`` (CLIP / SigLIP through transformers)."""
-    if spec == "colorlayout":
+    parsed = parse_spec(spec, {"colorlayout": NONE, "clip": NEEDS}, "image embedder", "use 'colorlayout' or 'clip:<hub id or path>'")
+    if parsed.kind == "colorlayout":
         return ColorLayoutEmbedder()
-    if spec.startswith("clip:"):
-        from charassets.domain.images.backends.clip import ClipImageModel
+    from charassets.domain.images.backends.clip import ClipImageModel
 
-        return ClipImageModel(spec[5:], device=device)
-    raise ValueError(f"unknown image embedder {spec!r}: use 'colorlayout' or 'clip:<hub id or path>'")
+    return ClipImageModel(parsed.target, device=device)
 
 
 def thumbnails(blobs: list[bytes]) -> list[Image.Image]:

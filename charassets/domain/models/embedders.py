@@ -13,6 +13,8 @@ from typing import Protocol
 
 import numpy as np
 
+from charassets.domain.specs import NEEDS, NONE, OPTIONAL, parse_spec
+
 
 class Embedder(Protocol):
     id: str
@@ -117,10 +119,12 @@ def minilm(batch_size: int = 128, device: str = "cpu") -> TransformersEmbedder:
 
 
 def make_embedder(spec: str, batch_size: int = 128, device: str = "cpu") -> Embedder:
-    if spec == "minilm":
+    """``minilm`` (offline default) | ``hashing[:dim]`` | ``hf:<model id or path>`` (``specs.parse_spec``)."""
+    parsed = parse_spec(
+        spec, {"minilm": NONE, "hashing": OPTIONAL, "hf": NEEDS}, "embedder", "use minilm, hashing[:dim] or hf:<model id or path>"
+    )
+    if parsed.kind == "minilm":
         return minilm(batch_size, device)
-    if spec.startswith("hashing"):
-        return HashingEmbedder(int(spec.split(":", 1)[1]) if ":" in spec else 256)
-    if spec.startswith("hf:"):
-        return TransformersEmbedder(spec[3:], batch_size=batch_size, device=device)
-    raise ValueError(f"unknown embedder {spec!r}: use minilm, hashing[:dim] or hf:<model id or path>")
+    if parsed.kind == "hashing":
+        return HashingEmbedder(int(parsed.target) if parsed.target else 256)
+    return TransformersEmbedder(parsed.target, batch_size=batch_size, device=device)

@@ -13,8 +13,9 @@ to the record the text path makes of them (``charassets.domain.pipeline.extract_
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
+
+from charassets.domain.specs import ModelSpec, parse_spec
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -35,13 +36,7 @@ class ImageBackend(Protocol):
     def signals(self, image: Image.Image) -> ImageSignals: ...
 
 
-@dataclass(frozen=True)
-class BackendSpec:
-    kind: str  # a key of BACKENDS
-    target: str  # what follows "kind:" (a folder, hub id or path); "" for animeface
-
-    def __str__(self) -> str:
-        return f"{self.kind}:{self.target}" if self.target else self.kind
+BackendSpec = ModelSpec  # an image backend named by a spec string (``specs.parse_spec``)
 
 
 def _animeface(target: str, ontology, tag_reader: TagReader | None) -> ImageBackend:
@@ -72,10 +67,7 @@ USAGE = "use 'animeface', 'wd:<folder or hub id>' or 'clip:<hub id or path>'"
 
 def parse_backend(spec: str) -> BackendSpec:
     """``animeface`` | ``wd:<folder or hub id>`` | ``clip:<hub id or path>`` -> ``BackendSpec``; ``ValueError`` otherwise."""
-    kind, sep, target = spec.strip().partition(":")
-    if kind not in BACKENDS or bool(target) != NEEDS_TARGET[kind] or (sep and not target):
-        raise ValueError(f"unknown image backend {spec!r}: {USAGE}")
-    return BackendSpec(kind, target)
+    return parse_spec(spec, NEEDS_TARGET, "image backend", USAGE)
 
 
 def load_backend(spec: str | BackendSpec, ontology, tag_reader: TagReader | None = None) -> ImageBackend:
