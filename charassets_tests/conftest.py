@@ -66,7 +66,8 @@ def free_port() -> int:
 def server(cmd: list[str], ready, name: str, timeout: float, env: dict | None = None):
     """Start ``cmd``, wait until ``ready()`` stops raising OSError, stop it on exit.
 
-    Its output goes to a file, not a pipe: a chatty server would block on a full pipe.
+    Its output goes to a file, not a pipe: a chatty server would block on a full pipe. The context
+    yields a function that returns the tail of that output, for a failing test to show.
     """
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -81,7 +82,12 @@ def server(cmd: list[str], ready, name: str, timeout: float, env: dict | None = 
                         log.seek(0)
                         raise RuntimeError(f"{name} did not start: {log.read().decode(errors='replace')[-2000:]}") from None
                     time.sleep(0.3)
-            yield
+
+            def tail(chars: int = 4000) -> str:
+                log.seek(0)
+                return log.read().decode(errors="replace")[-chars:]
+
+            yield tail
         finally:
             proc.terminate()
             proc.wait(30)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 import charassets.app as app_module
 import charassets.domain.images.decode as images_module
@@ -27,13 +28,19 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
-def app_url():
+def app_server(tmp_path_factory):
+    """The app in its own process, with its own upload folder; yields its URL and a function giving its log's tail."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("uploads"))}
     cmd = [sys.executable, "-m", "charassets.app", "--host", "127.0.0.1", "--port", str(port)]
-    with server(cmd, lambda: urllib.request.urlopen(url, timeout=2), "charassets app", 120, env):
-        yield url
+    with server(cmd, lambda: urllib.request.urlopen(url, timeout=2), "charassets app", 120, env) as log_tail:
+        yield url, log_tail
+
+
+@pytest.fixture(scope="module")
+def app_url(app_server):
+    return app_server[0]
 
 
 @pytest.fixture(scope="module")
@@ -47,15 +54,35 @@ def browser():
         b.close()
 
 
-def _extract(browser, url: str, tags: str | None, image: str | None) -> tuple[str, str, int]:
+def _upload_in_page(page, image: str, log_tail, attempts: int = 3) -> None:
+    """Choose ``image`` in the file widget and wait until the upload finished (its name is listed).
+
+    A slow machine can drop the first choice while the page is still wiring its widgets, so the
+    choice is made again, up to ``attempts`` times; a failure shows the page and the server's log.
+    """
+    name = os.path.basename(image)
+    for _ in range(attempts):
+        page.locator("#image-input input[type=file]").set_input_files(image)
+        try:
+            page.wait_for_selector(f"#image-input >> text={name}", timeout=20_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    raise AssertionError(
+        f"the upload of {name} never finished.\npage:\n{page.locator('body').inner_text()[:2000]}\nserver log:\n{log_tail()}"
+    )
+
+
+def _extract(browser, app_server, tags: str | None, image: str | None) -> tuple[str, str, int]:
+    url, log_tail = app_server
     page = browser.new_page()
     try:
         page.goto(url, wait_until="domcontentloaded")
+        page.wait_for_selector("#extract", timeout=60_000)  # the app has rendered
         if tags:
             page.locator("#tags-input textarea").fill(tags)
         if image:
-            page.locator("#image-input input[type=file]").set_input_files(image)
-            page.wait_for_selector(f"#image-input >> text={os.path.basename(image)}", timeout=30_000)  # upload finished
+            _upload_in_page(page, image, log_tail)
         page.locator("#extract").click()
         page.wait_for_function("() => (document.querySelector('#record')?.innerText || '').includes('status')", timeout=60_000)
         record = "".join(page.locator("#record").inner_text().split())  # the JSON viewer puts every token on its own line
@@ -66,26 +93,26 @@ def _extract(browser, url: str, tags: str | None, image: str | None) -> tuple[st
         page.close()
 
 
-def test_tags_and_image_give_the_record_and_its_evidence(browser, app_url):
+def test_tags_and_image_give_the_record_and_its_evidence(browser, app_server):
     image = str(shared_file("images_dev/237060063cc1c26b.webp"))  # one character, drawn with light hair
-    record, evidence, shown = _extract(browser, app_url, "1girl, solo, long hair, smile", image)
+    record, evidence, shown = _extract(browser, app_server, "1girl, solo, long hair, smile", image)
     assert '"status":"ok"' in record and '"subject_count":1' in record and '"faces":1,"face_boxes":[[' in record
     assert "Gender" in evidence and "1girl" in evidence  # from the tags
     assert "animeface:hair=#" in evidence  # the hair colour read from the picture, with its evidence
     assert shown == 1  # the decoded picture with its face boxed
 
 
-def test_a_broken_upload_is_rejected_with_its_reason(browser, app_url, tmp_path):
+def test_a_broken_upload_is_rejected_with_its_reason(browser, app_server, tmp_path):
     bad = tmp_path / "broken.png"
     buf = io.BytesIO()
     Image.new("RGB", (64, 64), (200, 30, 30)).save(buf, format="PNG")
     bad.write_bytes(buf.getvalue()[:80])
-    record, _, shown = _extract(browser, app_url, None, str(bad))
+    record, _, shown = _extract(browser, app_server, None, str(bad))
     assert '"status":"rejected"' in record and "corruptortruncated" in record and shown == 0
 
 
-def test_several_characters_in_tags_are_flagged_ambiguous(browser, app_url):
-    record, _, _ = _extract(browser, app_url, "2girls, multiple girls, long hair, red hair", None)
+def test_several_characters_in_tags_are_flagged_ambiguous(browser, app_server):
+    record, _, _ = _extract(browser, app_server, "2girls, multiple girls, long hair, red hair", None)
     assert '"status":"ambiguous"' in record
 
 

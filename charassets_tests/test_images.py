@@ -431,6 +431,31 @@ def test_animeface_readings_depend_on_the_image_alone():
     assert first and backend.faces(image) == first
 
 
+def test_the_direct_detector_finds_what_the_wheels_detect_finds():
+    """``nvxs.detect`` at the wheel's parameters gives ``animeface.detect``'s faces: same boxes, eyes and likelihoods."""
+    import animeface
+
+    from charassets.domain.images import nvxs
+
+    root, rows = _dev_images()
+    compared = 0
+    for row in rows[:12]:
+        small = decode_image((root / row["file"]).read_bytes()).image.resize((192, 192))
+        wheel = [
+            (
+                round(f.likelihood, 4),
+                tuple(vars(f.face.pos).values()),
+                tuple(vars(f.left_eye.pos).values()),
+                tuple(vars(f.right_eye.pos).values()),
+            )
+            for f in animeface.detect(small)
+        ]
+        direct = [(round(f.likelihood, 4), f.face, f.left_eye, f.right_eye) for f in nvxs.detect(np.asarray(small))]
+        assert direct == wheel, row["file"]
+        compared += len(wheel)
+    assert compared >= 8  # faces were found and compared, not only empty lists
+
+
 def test_image_modules_import_neither_the_pipeline_nor_the_models():
     """domain/images stands alone: a tag-reading backend is given its tag reader, never imports the record pipeline."""
     import ast

@@ -14,8 +14,8 @@ from charassets.domain.images.shapes import Face, ImageSignals
 class AnimeFaceBackend:
     """Faces by AnimeFace 2009 (two passes on downscaled copies, ``faces``); colours by ``regions``, named and calibrated.
 
-    The library samples colours at random, seeded from the clock; it is seeded before
-    every pass, so a result depends on the image alone.
+    Only the library's detector runs (``nvxs``), not its colour sampling (random, seeded from
+    the clock), so a result depends on the image alone.
     """
 
     name = "animeface"
