@@ -4,6 +4,7 @@ VENV_STAMP := .venv/.installed
 export DAGSTER_HOME := $(CURDIR)
 N ?= 100000
 EXAMPLES ?= 500
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo test test-hostile dev mlflow app lint bench bench-images vocab clean
 
@@ -18,8 +19,8 @@ setup: $(VENV_STAMP)
 demo: $(VENV_STAMP)  ## generate the demo dataset and materialize the whole graph on it
 	.venv/bin/charassets demo
 
-test: $(VENV_STAMP)  ## run every test
-	$(PY) -m pytest -q
+test: $(VENV_STAMP)  ## run every test, one file per worker on TEST_WORKERS processes (default 2: both cores here)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-hostile: $(VENV_STAMP)  ## the property-based hostile-input suite with more examples: make test-hostile EXAMPLES=500
 	CHARASSETS_HYPOTHESIS_EXAMPLES=$(EXAMPLES) $(PY) -m pytest -q charassets_tests/test_hostile_input.py
