@@ -11,6 +11,7 @@ at once, which the lake's commit retries make safe.
 
 from __future__ import annotations
 
+import json
 import math
 import multiprocessing
 import os
@@ -136,8 +137,21 @@ def _execute(job: dg.JobDefinition, instance: dg.DagsterInstance, batch: list[st
     """One run over a contiguous range of partitions; returns its id and its failed checks."""
     tags = {RANGE_START: batch[0], RANGE_END: batch[-1]} if len(batch) > 1 else {"dagster/partition": batch[0]}
     result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=True, run_config=_log_config(log_level))
-    failed = [f"{ev.asset_key.to_user_string()}:{ev.check_name}" for ev in result.get_asset_check_evaluations() if not ev.passed]
-    return result.run_id, failed
+    return result.run_id, failed_checks(result)
+
+
+def failed_checks(result: dg.ExecuteInProcessResult) -> list[str]:
+    """``asset:check`` of every check a run failed; a warning says so and gives what was over its limit."""
+    out = []
+    for ev in result.get_asset_check_evaluations():
+        if ev.passed:
+            continue
+        name = f"{ev.asset_key.to_user_string()}:{ev.check_name}"
+        if ev.severity == dg.AssetCheckSeverity.WARN:
+            over = ev.metadata.get("over_limit")
+            name += f" (warning{': ' + json.dumps(over.value) if over is not None else ''})"
+        out.append(name)
+    return out
 
 
 _WORKER: dict = {}
@@ -207,8 +221,7 @@ class BuildReport:
 
     @property
     def failed_checks(self) -> list[str]:
-        trained = [f"{e.asset_key.to_user_string()}:{e.check_name}" for e in self.trained.get_asset_check_evaluations() if not e.passed]
-        return self.prepared.failed_checks + trained + self.published.failed_checks
+        return self.prepared.failed_checks + failed_checks(self.trained) + self.published.failed_checks
 
 
 def build_everything(

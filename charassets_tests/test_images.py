@@ -456,6 +456,28 @@ def test_the_direct_detector_finds_what_the_wheels_detect_finds():
     assert compared >= 8  # faces were found and compared, not only empty lists
 
 
+def test_the_direct_detector_takes_any_shape_and_refuses_what_would_hang_it():
+    """Tiny, empty, strided and made-up pictures give the wheel's answer; parameters the C loop cannot take are refused."""
+    import animeface
+
+    from charassets.domain.images import nvxs
+
+    rng = np.random.default_rng(0)
+    for h, w in ((1, 1), (1, 300), (300, 1), (56, 56), (57, 80), (120, 90)):
+        pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        wheel = [(round(f.likelihood, 4), tuple(vars(f.face.pos).values())) for f in animeface.detect(Image.fromarray(pixels))]
+        assert [(round(f.likelihood, 4), f.face) for f in nvxs.detect(pixels)] == wheel
+    assert nvxs.detect(np.zeros((0, 5, 3), np.uint8)) == []
+    face = np.asarray(Image.effect_mandelbrot((256, 256), (-2, -1.5, 1, 1.5), 64).convert("RGB"))
+    assert nvxs.detect(face[::2, ::2]) == nvxs.detect(np.ascontiguousarray(face[::2, ::2]))  # a strided view is read as its pixels
+    for bad in ({"scale_factor": 1.0}, {"step": 0.0}, {"min_window": 20.0}):
+        with pytest.raises(ValueError):
+            nvxs.detect(face, **bad)
+    for wrong in (face.astype(np.float32), face[..., 0], np.dstack([face, face[..., :1]])):
+        with pytest.raises(ValueError):
+            nvxs.detect(wrong)
+
+
 def test_image_modules_import_neither_the_pipeline_nor_the_models():
     """domain/images stands alone: a tag-reading backend is given its tag reader, never imports the record pipeline."""
     import ast

@@ -25,6 +25,7 @@ WHEEL_STEP = 4.0
 WHEEL_SCALE_FACTOR = 1.095
 WHEEL_MIN_WINDOW = 42.592
 MAX_FACES = 4096  # as the wheel: candidates past this are not returned
+MAX_PIXELS = 4096 * 4096  # the library sizes its buffers with an int: far below where that overflows
 
 
 class _Matrix(ctypes.Structure):
@@ -73,9 +74,11 @@ class RawFace:
 
 @lru_cache(maxsize=1)
 def _library():
-    """The loaded ``libnvxs`` (through the wheel's extension, which links it) and its four networks' addresses."""
+    """The loaded ``libnvxs`` (through the wheel's extension, which links it) and its five networks' addresses."""
     from animeface import _nvxs
 
+    if not _nvxs.__file__.endswith(".so"):  # the wheel's pure-Python stand-in: the C extension is missing
+        raise ImportError(f"animeface's C extension is missing ({_nvxs.__file__}); reinstall the animeface wheel for this platform")
     lib = ctypes.CDLL(_nvxs.__file__)  # symbols resolve through the extension to the libnvxs it links
     lib.nv_matrix3d_alloc.restype = _M
     lib.nv_matrix3d_alloc.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
@@ -114,23 +117,36 @@ def _box(r: _Rect) -> Box:
 def detect(
     rgb: np.ndarray, step: float = WHEEL_STEP, scale_factor: float = WHEEL_SCALE_FACTOR, min_window: float = WHEEL_MIN_WINDOW
 ) -> list[RawFace]:
-    """Faces of an RGB uint8 array (height, width, 3), most likely first among equals as the library orders them."""
-    lib, networks = _library()
+    """Faces of an RGB uint8 array (height, width, 3), in the library's order (by box area, smallest first).
+
+    A picture whose short side is under about 57 px holds no window and gives no face, as
+    with the wheel. Parameters the library's search loop cannot take (a factor not above 1,
+    a step not above 0, a window under the 32 px the networks see) raise ``ValueError``.
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"an RGB uint8 array (height, width, 3) is needed, not {rgb.dtype} {rgb.shape}")
+    if not (step > 0 and scale_factor > 1 and min_window >= 32):
+        raise ValueError(f"step > 0, scale_factor > 1 and min_window >= 32 are needed: {step}, {scale_factor}, {min_window}")
     rows, cols = rgb.shape[:2]
+    if rows * cols > MAX_PIXELS:
+        raise ValueError(f"{cols}x{rows} is over the {MAX_PIXELS} pixels searched at once; search a downscaled copy")
+    if rows == 0 or cols == 0:
+        return []
+    lib, networks = _library()
     allocated: list = []
 
     def matrix(channels: int, r: int, c: int):
         m = lib.nv_matrix3d_alloc(channels, r, c)
-        if not m:
-            raise MemoryError("nv_matrix3d_alloc failed")
         allocated.append(m)
         lib.nv_matrix_zero(m)
         return m
 
     try:
         bgr, gray = matrix(3, rows, cols), matrix(1, rows, cols)
-        view = np.ctypeslib.as_array(bgr.contents.v, shape=(rows * cols, bgr.contents.step))
-        view[:, :3] = rgb.reshape(-1, 3)[:, ::-1]  # the library's channel order is B, G, R
+        if bgr.contents.step != 3:  # this build packs a pixel's three floats; a padded one would need a strided copy
+            raise RuntimeError(f"unexpected libnvxs matrix layout (step {bgr.contents.step})")
+        pixels = np.ascontiguousarray(rgb[..., ::-1], dtype=np.float32)  # the library's channel order is B, G, R
+        ctypes.memmove(bgr.contents.v, pixels.ctypes.data, pixels.nbytes)
         lib.nv_gray(gray, bgr)
         smooth, edge = matrix(1, rows, cols), matrix(1, rows, cols)
         gray_integral, edge_integral = matrix(1, rows + 1, cols + 1), matrix(1, rows + 1, cols + 1)
