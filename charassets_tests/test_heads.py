@@ -72,12 +72,14 @@ def test_transformers_embedder_uses_the_text_tower_of_clip(tmp_path):
     )
     CLIPModel(config).save_pretrained(tmp_path)
     e = TransformersEmbedder(str(tmp_path))
+    assert e.dim == 8 and e._loaded is None  # the size is read from config.json: no model loaded for it
     out = e.encode(["red hat", "white dress"])
     assert out.shape == (2, 8) and e.dim == 8
 
 
 def test_minilm_works_offline():
     e = make_embedder("minilm")
+    assert e.dim == 384 and e._loaded is None  # a run that only needs the size (applying heads) loads no model
     out = e.encode(["long_hair", "very_long_hair", "red_eyes"])
     assert out.shape == (3, 384) and e.id == "all-MiniLM-L6-v2"
     assert out[0] @ out[1] > out[0] @ out[2]  # related tags are closer

@@ -8,7 +8,9 @@ cached vectors from another embedder are never mixed in.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -59,32 +61,56 @@ class TransformersEmbedder:
     max_length: int = 64
     name: str | None = None
     _loaded: tuple | None = field(default=None, repr=False)
+    _config_loaded: dict | None = field(default=None, repr=False)
 
     @property
     def id(self) -> str:
         return self.name or f"hf-{self.model.rstrip('/').rsplit('/', 1)[-1]}"
 
+    def _config(self) -> dict:
+        """The model's ``config.json`` as written (a folder's, or the hub's cached copy): reading it loads no weights."""
+        if self._config_loaded is None:
+            folder = Path(self.model)
+            if folder.is_dir():
+                text = (folder / "config.json").read_text(encoding="utf-8")
+            else:
+                from huggingface_hub import hf_hub_download
+
+                text = Path(hf_hub_download(self.model, "config.json")).read_text(encoding="utf-8")
+            self._config_loaded = json.loads(text)
+        return self._config_loaded
+
+    def _clip_like(self) -> bool:
+        """A CLIP-style model (a text tower beside an image tower): embeds through ``get_text_features``."""
+        cfg = self._config()
+        kind = str(cfg.get("model_type", ""))
+        return "text_config" in cfg or "clip" in kind or "siglip" in kind
+
     def _load(self) -> tuple:
         if self._loaded is None:
-            from transformers import AutoConfig, AutoModel, AutoTokenizer
+            from transformers import AutoModel, AutoTokenizer
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()  # a "Loading weights" bar per process is noise, not progress
-            config = AutoConfig.from_pretrained(self.model)
             tokenizer = AutoTokenizer.from_pretrained(self.model)
             model = AutoModel.from_pretrained(self.model).to(self.device).eval()
-            self._loaded = (
-                tokenizer,
-                model,
-                hasattr(model, "get_text_features") or "clip" in config.model_type or "siglip" in config.model_type,
-            )
+            self._loaded = (tokenizer, model, self._clip_like())
         return self._loaded
 
     @property
     def dim(self) -> int:
-        _, model, clip_like = self._load()
-        cfg = model.config
-        return int(getattr(cfg, "projection_dim", 0) or cfg.text_config.hidden_size) if clip_like else int(cfg.hidden_size)
+        """The vector size, from ``config.json``: knowing it loads no model (a run that only applies heads needs none).
+
+        Where the file leaves the size to the library's defaults, transformers' own config class says it.
+        """
+        cfg, clip_like = self._config(), self._clip_like()
+        size = (cfg.get("projection_dim") or (cfg.get("text_config") or {}).get("hidden_size")) if clip_like else cfg.get("hidden_size")
+        if not size:
+            from transformers import AutoConfig
+
+            full = AutoConfig.from_pretrained(self.model)
+            size = (getattr(full, "projection_dim", 0) or full.text_config.hidden_size) if clip_like else full.hidden_size
+        return int(size)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         import torch
