@@ -121,19 +121,15 @@ def resolve_fields(tokens: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
             (pl.col("ordinal").max() - pl.col("ordinal").min()).alias("span"),
         )
     )
+    # overridden: a weaker tag of a single-valued field names a value its strongest tags do not
+    # (a strong tag, rank 2, overrides by definition); as an anti-join, not a per-group is_in
+    weak_fields = top.filter(~pl.col("multi") & (pl.col("top_rank") < 2))
     overridden = (
-        top.filter(~pl.col("multi") & (pl.col("top_rank") < 2))  # a strong tag overrides by definition
-        .group_by("record_id", "field")
-        .agg(
-            (
-                pl.col("value")
-                .filter(pl.col("rank") < pl.col("top_rank"))
-                .is_in(pl.col("value").filter(pl.col("rank") == pl.col("top_rank")).implode())
-                .not_()
-            )
-            .any()
-            .alias("overridden")
-        )
+        weak_fields.filter(pl.col("rank") < pl.col("top_rank"))
+        .join(weak_fields.filter(pl.col("rank") == pl.col("top_rank")), on=["record_id", "field", "value"], how="anti")
+        .select("record_id", "field")
+        .unique()
+        .with_columns(pl.lit(True).alias("overridden"))
     )
     evidence = matches.group_by("record_id", "field").agg(
         pl.col("tag").alias("evidence"), pl.col("multi").first(), pl.col("several").first()
