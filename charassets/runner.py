@@ -11,7 +11,6 @@ at once, which the lake's commit retries make safe.
 
 from __future__ import annotations
 
-import json
 import math
 import multiprocessing
 import os
@@ -141,16 +140,13 @@ def _execute(job: dg.JobDefinition, instance: dg.DagsterInstance, batch: list[st
 
 
 def failed_checks(result: dg.ExecuteInProcessResult) -> list[str]:
-    """``asset:check`` of every check a run failed; a warning says so and gives what was over its limit."""
+    """``asset:check`` of every check a run failed, with its severity when only a warning, and its own description of why."""
     out = []
     for ev in result.get_asset_check_evaluations():
         if ev.passed:
             continue
-        name = f"{ev.asset_key.to_user_string()}:{ev.check_name}"
-        if ev.severity == dg.AssetCheckSeverity.WARN:
-            over = ev.metadata.get("over_limit")
-            name += f" (warning{': ' + json.dumps(over.value) if over is not None else ''})"
-        out.append(name)
+        said = [s for s in ("warning" if ev.severity == dg.AssetCheckSeverity.WARN else "", ev.description or "") if s]
+        out.append(f"{ev.asset_key.to_user_string()}:{ev.check_name}" + (f" ({': '.join(said)})" if said else ""))
     return out
 
 

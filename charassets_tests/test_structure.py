@@ -135,3 +135,24 @@ def test_one_parser_reads_every_model_spec_string():
             load(bad)
     with pytest.raises(ValueError, match="unknown image backend"):
         parse_backend("animeface:x")
+
+
+def test_a_failed_warning_check_is_reported_with_its_own_reason():
+    """The runner lists failed checks generically: a warning says so, and every check gives its own description."""
+    import dagster as dg
+
+    from charassets.runner import failed_checks
+
+    @dg.asset(
+        check_specs=[dg.AssetCheckSpec("warns", asset="a"), dg.AssetCheckSpec("fails", asset="a"), dg.AssetCheckSpec("ok", asset="a")]
+    )
+    def a():
+        yield dg.MaterializeResult(
+            check_results=[
+                dg.AssetCheckResult(check_name="warns", passed=False, severity=dg.AssetCheckSeverity.WARN, description="too unknown"),
+                dg.AssetCheckResult(check_name="fails", passed=False),
+                dg.AssetCheckResult(check_name="ok", passed=True),
+            ]
+        )
+
+    assert sorted(failed_checks(dg.materialize([a]))) == ["a:fails", "a:warns (warning: too unknown)"]

@@ -142,6 +142,7 @@ def character_attributes(context: dg.AssetExecutionContext, lake: LakeResource, 
                 check_name=PLAUSIBLE,
                 passed=not too_unknown,
                 severity=dg.AssetCheckSeverity.WARN,
+                description=f"unknown for more ok rows than allowed: {too_unknown}" if too_unknown else None,
                 metadata={
                     "unknown_rates": dg.MetadataValue.json(run_rates),
                     "limits": dg.MetadataValue.json(limits),

@@ -77,7 +77,7 @@ def _detect(
     if mirror:
         small = ImageOps.mirror(small)
     out = []
-    for f in nvxs.detect(np.asarray(small.convert("RGB")), step=step, scale_factor=scale_factor):
+    for f in nvxs.detect(np.asarray(small if small.mode == "RGB" else small.convert("RGB")), step=step, scale_factor=scale_factor):
 
         def back(b) -> tuple[int, int, int, int]:
             x = small.width - b[0] - b[2] if mirror else b[0]
