@@ -65,6 +65,7 @@ def _upload_in_page(page, image: str, log_tail, attempts: int = 3) -> None:
         page.locator("#image-input input[type=file]").set_input_files(image)
         try:
             page.wait_for_selector(f"#image-input >> text={name}", timeout=20_000)
+            page.wait_for_load_state("networkidle", timeout=20_000)  # the upload's requests are done: the widget holds the file
             return
         except PlaywrightTimeout:
             continue
