@@ -54,44 +54,57 @@ def browser():
         b.close()
 
 
-def _upload_in_page(page, image: str, log_tail, attempts: int = 3) -> None:
-    """Choose ``image`` in the file widget and wait until the upload finished (its name is listed).
-
-    A slow machine can drop the first choice while the page is still wiring its widgets, so the
-    choice is made again, up to ``attempts`` times; a failure shows the page and the server's log.
-    """
-    name = os.path.basename(image)
-    for _ in range(attempts):
-        page.locator("#image-input input[type=file]").set_input_files(image)
-        try:
-            page.wait_for_selector(f"#image-input >> text={name}", timeout=20_000)
-            page.wait_for_load_state("networkidle", timeout=20_000)  # the upload's requests are done: the widget holds the file
-            return
-        except PlaywrightTimeout:
-            continue
-    raise AssertionError(
-        f"the upload of {name} never finished.\npage:\n{page.locator('body').inner_text()[:2000]}\nserver log:\n{log_tail()}"
-    )
+FILE_INPUT = "#image-input input[type=file]"
 
 
-def _extract(browser, app_server, tags: str | None, image: str | None) -> tuple[str, str, int]:
-    url, log_tail = app_server
-    page = browser.new_page()
+def _upload_in_page(page, image: str) -> None:
+    """Choose ``image`` in the file widget and wait until the upload finished (its name is listed)."""
+    page.locator(FILE_INPUT).set_input_files(image, timeout=60_000)
+    page.wait_for_selector(f"#image-input >> text={os.path.basename(image)}", timeout=30_000)
+    page.wait_for_load_state("networkidle", timeout=30_000)  # the upload's requests are done: the widget holds the file
+
+
+def _extract_once(page, url: str, tags: str | None, image: str | None) -> tuple[str, str, int]:
+    page.goto(url, wait_until="domcontentloaded")
+    page.wait_for_selector("#extract", timeout=60_000)  # the app has rendered
+    page.wait_for_selector(FILE_INPUT, state="attached", timeout=60_000)  # and so has the upload widget, loaded on its own
+    if tags:
+        page.locator("#tags-input textarea").fill(tags)
+    if image:
+        _upload_in_page(page, image)
+    page.locator("#extract").click()
+    page.wait_for_function("() => (document.querySelector('#record')?.innerText || '').includes('status')", timeout=60_000)
+    record = "".join(page.locator("#record").inner_text().split())  # the JSON viewer puts every token on its own line
+    if image and '"status":"rejected"' not in record:
+        page.wait_for_selector("#shown img", timeout=30_000)
+    return record, page.locator("#evidence").inner_text(), page.locator("#shown img").count()
+
+
+def _page_text(page) -> str:
     try:
-        page.goto(url, wait_until="domcontentloaded")
-        page.wait_for_selector("#extract", timeout=60_000)  # the app has rendered
-        if tags:
-            page.locator("#tags-input textarea").fill(tags)
-        if image:
-            _upload_in_page(page, image, log_tail)
-        page.locator("#extract").click()
-        page.wait_for_function("() => (document.querySelector('#record')?.innerText || '').includes('status')", timeout=60_000)
-        record = "".join(page.locator("#record").inner_text().split())  # the JSON viewer puts every token on its own line
-        if image and '"status":"rejected"' not in record:
-            page.wait_for_selector("#shown img", timeout=30_000)
-        return record, page.locator("#evidence").inner_text(), page.locator("#shown img").count()
-    finally:
-        page.close()
+        return page.locator("body").inner_text(timeout=5_000)
+    except PlaywrightTimeout:
+        return "(the page did not answer)"
+
+
+def _extract(browser, app_server, tags: str | None, image: str | None, attempts: int = 3) -> tuple[str, str, int]:
+    """Fill the form in a fresh page, click Extract, read the record, the evidence and the pictures shown.
+
+    On a loaded machine (CI runs the suite on both cores) a page can stall while it loads a widget or
+    takes an upload; the whole interaction is then tried again in a fresh page, up to ``attempts``
+    times. A final failure shows what the page held and the server's log.
+    """
+    url, log_tail = app_server
+    failures = []
+    for _ in range(attempts):
+        page = browser.new_page()
+        try:
+            return _extract_once(page, url, tags, image)
+        except PlaywrightTimeout as e:
+            failures.append(f"{str(e).splitlines()[0]}\npage:\n{_page_text(page)[:1500]}")
+        finally:
+            page.close()
+    raise AssertionError("\n\n".join(failures) + f"\nserver log:\n{log_tail()}")
 
 
 def test_tags_and_image_give_the_record_and_its_evidence(browser, app_server):
