@@ -11,7 +11,7 @@ import pytest
 from charassets.definitions import build_definitions
 from charassets.domain.demo import generate
 from charassets.domain.models.embedders import HashingEmbedder, TransformersEmbedder, make_embedder
-from charassets.domain.models.features import TagVectorCache, pool
+from charassets.domain.models.features import TagVectorCache, pool, record_vector_column, vector_matrix
 from charassets.domain.models.heads import NEVER, choose_class_thresholds, masked_features, stable_split
 from charassets.domain.models.registry import model_name
 from charassets.runner import heads_metadata, run_partitions, train
@@ -99,6 +99,34 @@ def test_masking_equals_pooling_the_remaining_tags(embedded_vocabulary):
     masked = masked_features(vecs, bsums, [[], ["blonde_hair"], ["blonde_hair"], ["not_a_cached_tag"]], cache, weights)
     assert np.allclose(masked[0], vecs[0]) and np.allclose(masked[3], vecs[3])
     assert np.allclose(masked[1], rest[0], atol=1e-6) and np.allclose(masked[2], 0.0)
+
+
+def test_record_vectors_round_trip_as_float16_bytes_through_delta(tmp_path, embedded_vocabulary):
+    """features/embeddings stores float16 bytes: a Delta round trip, a sliced or multi-chunk column and masking agree with float32."""
+    from charassets.domain.lake import Lake
+
+    cache = TagVectorCache(HashingEmbedder(48))
+    tags = pl.Series([["1girl", "blonde_hair", "smile"], ["1boy", "black_hair"], [], ["1girl", "red_eyes", "hatsune_miku"]] * 5)
+    vecs, sums = pool(tags, cache, embedded_vocabulary)
+    col = record_vector_column(vecs)
+    assert col.dtype == pl.Binary and col.len() == 20 and (col.bin.size() == 48 * 2).all()
+    lake = Lake(str(tmp_path))
+    frame = pl.DataFrame({"record_id": [str(i) for i in range(20)], "partition": ["p0"] * 10 + ["p1"] * 10}).with_columns(col)
+    lake.write_partitions("features", "embeddings", frame.head(10), ["p0"])
+    lake.write_partitions("features", "embeddings", frame.tail(10), ["p1"])
+    back = lake.read("features", "embeddings").sort("record_id", maintain_order=True)
+    back = frame.select("record_id").join(back, on="record_id", how="left", maintain_order="left")
+    m = vector_matrix(back.get_column("vector"))
+    assert m.dtype == np.float32 and m.shape == vecs.shape
+    assert np.allclose(m, vecs, atol=1e-3, rtol=1e-3)
+    assert np.array_equal(vector_matrix(col.slice(3, 4)), m[3:7])  # an offset into the buffers
+    assert np.array_equal(vector_matrix(pl.concat([col.slice(0, 5), col.slice(5, 15)], rechunk=False)), m)
+    assert vector_matrix(record_vector_column(vecs[:0])).shape == (0, 0)
+    weights = cache.weights(embedded_vocabulary)
+    exact = masked_features(vecs, sums, [["blonde_hair"]] * 20, cache, weights)
+    assert np.allclose(masked_features(m, sums, [["blonde_hair"]] * 20, cache, weights), exact, atol=5e-3)
+    with pytest.raises(ValueError, match="have no vector"):
+        vector_matrix(pl.Series([None, b"\x00\x00"], dtype=pl.Binary))
 
 
 def test_split_is_stable_and_stratified():

@@ -1,13 +1,21 @@
 """Features stage: record vectors from cached per-tag embeddings."""
 
 import dagster as dg
-import numpy as np
 import polars as pl
 
 from charassets.defs.metadata import per_partition
 from charassets.defs.partitions import for_each_partition, table_asset
 from charassets.defs.resources import CatalogResource, EmbedderResource, LakeResource
-from charassets.domain.models.features import TAG_VECTORS, content_hashes, encode_full, feature_tags, load_tag_cache, pool
+from charassets.domain.models.features import (
+    RECORD_VECTOR_DTYPE,
+    TAG_VECTORS,
+    content_hashes,
+    encode_full,
+    feature_tags,
+    load_tag_cache,
+    pool,
+    record_vector_column,
+)
 
 
 @table_asset("features/tag_vectors", kinds={"delta", "torch"})
@@ -56,6 +64,12 @@ def embeddings(
     model = embedder.embedder()
     vocabulary = catalog.vocabulary()
     cache = load_tag_cache(table, model)
+    stored = table.scan("features", "embeddings").collect_schema().get("vector") if table.exists("features", "embeddings") else None
+    if stored is not None and stored != RECORD_VECTOR_DTYPE:
+        raise dg.Failure(
+            f"features/embeddings holds {stored} vectors, the layout before record vectors became float16 bytes: delete "
+            f"{lake.root.rstrip('/')}/features/embeddings and materialize features/embeddings again (it is derived data)"
+        )
 
     def work(key: str) -> dict:
         clean = table.read("clean", "tags", [key])
@@ -66,7 +80,7 @@ def embeddings(
         previous = (
             table.read("features", "embeddings", [key]).select("content_hash", "weight_sum", "vector").unique("content_hash")
             if table.exists("features", "embeddings")
-            else pl.DataFrame(schema={"content_hash": pl.String, "weight_sum": pl.Float32, "vector": pl.List(pl.Float32)})
+            else pl.DataFrame(schema={"content_hash": pl.String, "weight_sum": pl.Float32, "vector": RECORD_VECTOR_DTYPE})
         )
         reused = frame.join(previous, on="content_hash", how="inner")
         todo = frame.join(previous.select("content_hash"), on="content_hash", how="anti")
@@ -76,7 +90,7 @@ def embeddings(
             vectors, sums = encode_full(todo_tags, model), todo_tags.list.len().cast(pl.Float32).to_numpy()
         else:
             vectors, sums = pool(todo_tags, cache, vocabulary)
-        computed = todo.with_columns(pl.Series("weight_sum", sums, dtype=pl.Float32), _as_list_column(vectors))
+        computed = todo.with_columns(pl.Series("weight_sum", sums, dtype=pl.Float32), record_vector_column(vectors))
         out = pl.concat([reused.select(computed.columns), computed]).with_columns(pl.lit(model.id).alias("embedder"))
         out = frame.select("record_id").join(out, on="record_id", how="left", maintain_order="left")
         table.write_partitions("features", "embeddings", out, [key])
@@ -101,10 +115,3 @@ def embeddings(
             "per_partition": per_partition(stats),
         }
     )
-
-
-def _as_list_column(vectors: np.ndarray) -> pl.Series:
-    """Delta stores vectors as list<float32> (it refuses fixed-size lists); in memory they are fixed-size rows."""
-    if len(vectors) == 0:
-        return pl.Series("vector", [], dtype=pl.List(pl.Float32))
-    return pl.Series("vector", np.ascontiguousarray(vectors, dtype=np.float32)).cast(pl.List(pl.Float32))

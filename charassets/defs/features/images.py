@@ -4,7 +4,6 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from charassets.defs.features.assets import _as_list_column
 from charassets.defs.metadata import per_partition, preview
 from charassets.defs.partitions import for_each_partition, table_asset
 from charassets.defs.raw.images import image_partitions, tag_reader
@@ -12,7 +11,7 @@ from charassets.defs.resources import CatalogResource, ImageModelsResource, Lake
 from charassets.domain.dedup import deduplicated, near_duplicate_clusters
 from charassets.domain.images.embedders import ColorLayoutEmbedder, thumbnails
 from charassets.domain.images.stage import signals_stage
-from charassets.domain.models.features import vector_matrix
+from charassets.domain.models.features import list_vector_column, vector_matrix
 
 EMBED_BATCH = 256
 
@@ -73,7 +72,7 @@ def image_embeddings(context: dg.AssetExecutionContext, lake: LakeResource, imag
             return {"images": 0}
         blobs = images.get_column("thumbnail").to_list()
         vectors = np.concatenate([model.encode_images(thumbnails(blobs[i : i + EMBED_BATCH])) for i in range(0, len(blobs), EMBED_BATCH)])
-        out = images.select("record_id", "partition").with_columns(pl.lit(model.id).alias("embedder"), _as_list_column(vectors))
+        out = images.select("record_id", "partition").with_columns(pl.lit(model.id).alias("embedder"), list_vector_column(vectors))
         table.write_partitions("features", "image_embeddings", out, [key])
         return {"images": out.height, "dim": int(vectors.shape[1])}
 

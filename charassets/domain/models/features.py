@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import scipy.sparse as sp
 
 from charassets.domain.models.embedders import Embedder
@@ -23,12 +24,50 @@ POOLED_CATEGORIES = ("general", "character", "copyright", "unknown_tags")
 TAG_VECTOR_SCHEMA = {"embedder": pl.String, "tag": pl.String, "vector": pl.List(pl.Float32)}
 
 
+RECORD_VECTOR_DTYPE = pl.Binary  # features/embeddings: each vector as little-endian float16 bytes
+
+
 def vector_matrix(vectors: pl.Series) -> np.ndarray:
-    """A list<float32> column as a (rows, dim) float32 matrix, without going through Python objects."""
+    """A vector column as a (rows, dim) float32 matrix, without going through Python objects.
+
+    Record vectors are float16 bytes (``record_vector_column``); tag and image vectors are list<float32>.
+    """
     if vectors.len() == 0:
         return np.zeros((0, 0), dtype=np.float32)
+    if vectors.dtype == RECORD_VECTOR_DTYPE:
+        arr = vectors.rechunk().to_arrow().cast(pa.large_binary())
+        if arr.null_count:
+            raise ValueError(f"{arr.null_count} of {len(arr)} records have no vector")
+        offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
+        widths = np.diff(offsets)
+        if (widths != widths[0]).any() or widths[0] % 2:
+            raise ValueError("record vectors of different sizes in one column")
+        data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+        return data.view("<f2").reshape(len(arr), int(widths[0]) // 2).astype(np.float32)
     width = vectors.list.len().max()
     return np.ascontiguousarray(vectors.list.to_array(width).to_numpy(), dtype=np.float32)
+
+
+def list_vector_column(vectors: np.ndarray, name: str = "vector") -> pl.Series:
+    """Vectors as list<float32> (tag and image vectors; Delta refuses fixed-size lists)."""
+    if len(vectors) == 0:
+        return pl.Series(name, [], dtype=pl.List(pl.Float32))
+    return pl.Series(name, np.ascontiguousarray(vectors, dtype=np.float32)).cast(pl.List(pl.Float32))
+
+
+def record_vector_column(vectors: np.ndarray, name: str = "vector") -> pl.Series:
+    """Record vectors as float16 bytes, one value per row: half the bytes of float32, and a binary column reads about
+    ten times faster than list<float32> (Delta refuses fixed-size lists). Pooled unit-scale vectors lose nothing
+    a head notices (relative error below 1e-3)."""
+    if len(vectors) == 0:
+        return pl.Series(name, [], dtype=RECORD_VECTOR_DTYPE)
+    half = np.ascontiguousarray(vectors, dtype="<f2")
+    if half.ndim != 2:
+        raise ValueError(f"expected a (rows, dim) matrix, got shape {half.shape}")
+    n, dim = half.shape
+    offsets = np.arange(0, (n + 1) * dim * 2, dim * 2, dtype=np.int64)
+    arr = pa.Array.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(half.reshape(-1).view(np.uint8))])
+    return pl.Series(name, arr, dtype=RECORD_VECTOR_DTYPE)
 
 
 def feature_tags(clean: pl.DataFrame) -> pl.Series:
