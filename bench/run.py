@@ -168,6 +168,8 @@ def main() -> None:
     print(f"head inference (all champion heads, incl. masking and I/O): {pred.get('records_per_s', 0):,} records/s")
     print(f"images: decode + signals (animeface): {images['images_per_s_per_core']} images/s per core ({images['source']})")
     print(f"peak RSS: parent {peak:.0f} MB, workers {sorted(workers_rss.values())} MB, generator {gen_rss:.0f} MB")
+    phases_rss = ", ".join(f"{k} {v:.0f}" for k, v in build.parent_peak_rss_mb.items())
+    print(f"parent peak RSS (MB) once each phase was done: {phases_rss}; after the bench's own checks {peak:.0f}")
     print(
         f"baseline (plain polars: read, normalise, vocabulary join, per-record aggregate; one process): {base['baseline_s']}s "
         f"= {base['records_per_s']:,} records/s; whole build / baseline = {wall / base['baseline_s']:.1f}"
@@ -187,6 +189,7 @@ def main() -> None:
                 "step_cpu_s_per_1m": cpu_per_m,
                 "lake_mb": round(lake_bytes / 1e6, 1),
                 "peak_rss_mb": round(peak_all),
+                "parent_peak_rss_mb_by_phase": {k: round(v) for k, v in build.parent_peak_rss_mb.items()},
                 "peak_rss_mb_by_process": {
                     "parent": round(peak),
                     "generator": round(gen_rss),

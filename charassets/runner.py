@@ -36,6 +36,11 @@ class RunReport:
     worker_peak_rss_mb: dict[int, float] = field(default_factory=dict)  # pid -> peak RSS, when workers ran the runs
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _log_config(level: str) -> dict:
     return {"loggers": {"console": {"config": {"log_level": level}}}}
 
@@ -171,7 +176,7 @@ def _worker_run(job_name: str, batch: list[str], log_level: str) -> dict:
         "failed": failed,
         "error": error,
         "pid": os.getpid(),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": _peak_rss_mb(),
     }
 
 
@@ -214,6 +219,7 @@ class BuildReport:
     trained: dg.ExecuteInProcessResult
     published: RunReport
     seconds: dict[str, float]
+    parent_peak_rss_mb: dict[str, float] = field(default_factory=dict)
 
     @property
     def failed_checks(self) -> list[str]:
@@ -230,22 +236,28 @@ def build_everything(
 ) -> BuildReport:
     """A full build: per-record assets up to labels and embeddings, then heads and profiles, then the final table once."""
     parallel = {"workers": workers, "env": env, "per_run": per_run, "log_level": log_level}
+    peak: dict[str, float] = {}  # this process's peak RSS (MB) once each phase is done: which phase raised it
     t0 = time.perf_counter()
     prepared = run_partitions(defs, instance, job_name="prepare_records", **parallel)
+    peak["prepare"] = _peak_rss_mb()
     t1 = time.perf_counter()
     trained = train(defs, instance, log_level=log_level)
+    peak["train"] = _peak_rss_mb()
     t2 = time.perf_counter()
     published = run_partitions(defs, instance, job_name="publish", register_first=False, **parallel)
+    peak["publish"] = _peak_rss_mb()
     t3 = time.perf_counter()
     seconds = {"prepare_s": round(t1 - t0, 1), "train_s": round(t2 - t1, 1), "publish_s": round(t3 - t2, 1)}
     lake = defs.resources["lake"].lake()  # type: ignore[union-attr]
     if lake.exists("raw", "images"):  # text-only data has nothing to deduplicate (its view would be a copy)
         defs.resolve_job_def("deduplicate").execute_in_process(instance=instance, run_config=_log_config(log_level), raise_on_error=True)
         seconds["deduplicate_s"] = round(time.perf_counter() - t3, 1)
+        peak["deduplicate"] = _peak_rss_mb()
     t4 = time.perf_counter()
     build_report(defs, instance, log_level)
     seconds["report_s"] = round(time.perf_counter() - t4, 1)
-    return BuildReport(prepared, trained, published, seconds)
+    peak["report"] = _peak_rss_mb()
+    return BuildReport(prepared, trained, published, seconds, peak)
 
 
 def build_report(defs: dg.Definitions, instance: dg.DagsterInstance, log_level: str = "INFO") -> str:

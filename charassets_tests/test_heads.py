@@ -11,7 +11,7 @@ import pytest
 from charassets.definitions import build_definitions
 from charassets.domain.demo import generate
 from charassets.domain.models.embedders import HashingEmbedder, TransformersEmbedder, make_embedder
-from charassets.domain.models.features import TagVectorCache, pool, record_vector_column, vector_matrix
+from charassets.domain.models.features import TagVectorCache, compact_vectors, pool, record_vector_column, vector_matrix
 from charassets.domain.models.heads import NEVER, choose_class_thresholds, masked_features, stable_split
 from charassets.domain.models.registry import model_name
 from charassets.runner import heads_metadata, run_partitions, train
@@ -122,6 +122,8 @@ def test_record_vectors_round_trip_as_float16_bytes_through_delta(tmp_path, embe
     assert np.array_equal(vector_matrix(col.slice(3, 4)), m[3:7])  # an offset into the buffers
     assert np.array_equal(vector_matrix(pl.concat([col.slice(0, 5), col.slice(5, 15)], rechunk=False)), m)
     assert vector_matrix(record_vector_column(vecs[:0])).shape == (0, 0)
+    few = compact_vectors(back.filter(pl.col("record_id").is_in(["3", "17"])))  # its own bytes, the same values
+    assert np.array_equal(vector_matrix(few.get_column("vector")), m[[3, 17]])
     weights = cache.weights(embedded_vocabulary)
     exact = masked_features(vecs, sums, [["blonde_hair"]] * 20, cache, weights)
     assert np.allclose(masked_features(m, sums, [["blonde_hair"]] * 20, cache, weights), exact, atol=5e-3)

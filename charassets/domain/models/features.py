@@ -48,6 +48,17 @@ def vector_matrix(vectors: pl.Series) -> np.ndarray:
     return np.ascontiguousarray(vectors.list.to_array(width).to_numpy(), dtype=np.float32)
 
 
+def compact_vectors(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with a binary ``vector`` column copied down to its own rows' bytes.
+
+    A filtered or joined binary column keeps views into the buffers it was read into: a
+    2,000-row sample of a 50,000-row partition would hold the whole partition's vectors.
+    """
+    if frame.schema.get("vector") != RECORD_VECTOR_DTYPE:
+        return frame
+    return frame.with_columns(pl.Series("vector", frame.get_column("vector").to_arrow().cast(pa.large_binary()), dtype=RECORD_VECTOR_DTYPE))
+
+
 def list_vector_column(vectors: np.ndarray, name: str = "vector") -> pl.Series:
     """Vectors as list<float32> (tag and image vectors; Delta refuses fixed-size lists)."""
     if len(vectors) == 0:

@@ -12,6 +12,7 @@ import json
 import polars as pl
 
 from charassets.domain.dedup import near_duplicate_clusters
+from charassets.domain.models.features import compact_vectors
 from charassets.domain.models.heads import HeadConfig
 from charassets.domain.models.training import field_candidates, merge_candidates, merge_multi, multi_candidates, with_sample_hash
 
@@ -41,8 +42,10 @@ def sample_training_data(
     ``only_with_vectors``: sample among the records that have a row in ``vectors`` (images are a subset of records).
     """
     cands: dict[str, pl.DataFrame | None] = {f.key: None for f in fields}
+    # only what a sample holds, and only ``ok`` records (the only ones a head learns from)
+    columns = ["record_id", "partition", "status", "characters", *(f.key for f in fields)]
     for key in partitions:
-        labels = table.read(*LABELS, [key])
+        labels = table.scan(*LABELS, [key]).select(columns).filter(pl.col("status") == "ok").collect()
         if only_with_vectors:
             labels = labels.join(table.scan(*vectors, [key]).select("record_id").collect(), on="record_id", how="semi")
         labels = with_sample_hash(labels)  # hashed once, used by every field
@@ -52,7 +55,7 @@ def sample_training_data(
             else:
                 cands[f.key] = merge_candidates(cands[f.key], field_candidates(labels, f, per_class), per_class)
     ids = pl.concat([c.select("record_id") for c in cands.values() if c is not None]).unique()
-    emb = pl.concat([table.scan(*vectors, [k]).join(ids.lazy(), on="record_id", how="semi").collect() for k in partitions])
+    emb = pl.concat([compact_vectors(table.scan(*vectors, [k]).join(ids.lazy(), on="record_id", how="semi").collect()) for k in partitions])
     return cands, emb
 
 

@@ -36,9 +36,9 @@ def _hash(s: str) -> str:
 
 def with_sample_hash(labels: pl.DataFrame) -> pl.DataFrame:
     """Add the record-id hash that orders every per-class sample (computed once per partition)."""
-    return (
-        labels if "h" in labels.columns else labels.with_columns(pl.col("record_id").map_elements(_hash, return_dtype=pl.String).alias("h"))
-    )
+    if "h" in labels.columns:
+        return labels
+    return labels.with_columns(pl.Series("h", [_hash(s) for s in labels.get_column("record_id").to_list()], dtype=pl.String))
 
 
 def field_candidates(labels: pl.DataFrame, spec: FieldSpec, per_class: int) -> pl.DataFrame:
