@@ -61,34 +61,84 @@ def _overview(lake: Lake) -> dict[str, Any]:
     return out
 
 
-def _field_figures(lake: Lake, ontology: Ontology) -> dict[str, Any]:
-    ok = lake.scan(*FINAL).filter(pl.col("status") == "ok")
-    n_ok = int(_streamed(ok.select(pl.len())).item())
-    fields: dict[str, Any] = {}
+FIELD_BATCH_ROWS = 250_000  # rows of the final table per batch of partitions: what one batch holds in memory
+
+
+def _partition_batches(lake: Lake, rows: int = FIELD_BATCH_ROWS) -> list[list[str]]:
+    """The final table's partitions in batches of about ``rows`` rows."""
+    batches: list[list[str]] = [[]]
+    size = 0
+    for key, n in sorted(lake.partition_counts(*FINAL).items()):
+        if batches[-1] and size + n > rows:
+            batches.append([])
+            size = 0
+        batches[-1].append(key)
+        size += n
+    return [b for b in batches if b]
+
+
+def _field_batch(ok: pl.DataFrame, ontology: Ontology) -> list[pl.DataFrame]:
+    """One batch's per-field figures, to be summed: per field its counts, its values and its sources."""
+    frame = ok.lazy()
+    queries = []
     for f in ontology.fields:
         v = pl.col(f.key).struct
         multi = f.cardinality == "multi"
         unknown = (v.field("value").list.len() == 0) if multi else (v.field("value") == UNKNOWN)
-        stats = _streamed(
-            ok.select(
-                unknown.sum().alias("unknown"),
-                pl.col("flags").list.contains(f"conflict_resolved:{f.key}").sum().alias("conflict_resolved"),
+        queries.append(
+            frame.select(
+                unknown.sum().cast(pl.Int64).alias("unknown"),
+                pl.col("flags").list.contains(f"conflict_resolved:{f.key}").sum().cast(pl.Int64).alias("conflict_resolved"),
                 (pl.col("flags").list.contains(f"conflict:{f.key}") | pl.col("flags").list.contains(f"several:{f.key}"))
                 .sum()
+                .cast(pl.Int64)
                 .alias("conflicts"),
             )
-        ).row(0, named=True)
-        values = ok.select(v.field("value").alias("value"))
+        )
+        values = frame.select(v.field("value").alias("value"))
         if multi:
             values = values.explode("value")
-        counts = _streamed(
-            values.filter(pl.col("value").is_not_null() & (pl.col("value") != UNKNOWN)).group_by("value").agg(pl.len().alias("n"))
+        queries.append(
+            values.filter(pl.col("value").is_not_null() & (pl.col("value") != UNKNOWN))
+            .group_by("value")
+            .agg(pl.len().cast(pl.Int64).alias("n"))
+        )
+        queries.append(frame.filter(~unknown).group_by(v.field("source").alias("source")).agg(pl.len().cast(pl.Int64).alias("n")))
+    return pl.collect_all(queries)
+
+
+def _field_figures(lake: Lake, ontology: Ontology) -> dict[str, Any]:
+    """Per field: unknown rate, value counts, the sources that decided it, conflicts.
+
+    The final table is read in batches of partitions (only the ``ok`` rows and the columns these
+    figures need), each batch's figures computed in one pass and summed: one read of the table
+    instead of three scans per field, in memory bounded by the batch.
+    """
+    parts: list[list[pl.DataFrame]] = []
+    n_ok = 0
+    for batch in _partition_batches(lake):
+        ok = lake.scan(*FINAL, batch).filter(pl.col("status") == "ok").select("flags", *(f.key for f in ontology.fields)).collect()
+        n_ok += ok.height
+        parts.append(_field_batch(ok, ontology))
+        del ok
+    fields: dict[str, Any] = {}
+    for i, f in enumerate(ontology.fields):
+        stats_frames = [p[3 * i] for p in parts]
+        stats = pl.concat(stats_frames).sum().row(0, named=True) if stats_frames else {"unknown": 0, "conflict_resolved": 0, "conflicts": 0}
+        counts = (
+            pl.concat([p[3 * i + 1] for p in parts]).group_by("value").agg(pl.col("n").sum())
+            if parts
+            else pl.DataFrame(schema={"value": pl.String, "n": pl.Int64})
         )
         counts = counts.sort("n", "value", descending=[True, False])
-        sources = _streamed(ok.filter(~unknown).group_by(v.field("source").alias("source")).agg(pl.len().alias("n")))
+        sources = (
+            pl.concat([p[3 * i + 2] for p in parts]).group_by("source").agg(pl.col("n").sum())
+            if parts
+            else pl.DataFrame(schema={"source": pl.String, "n": pl.Int64})
+        )
         fields[f.name] = {
             "key": f.key,
-            "multi": multi,
+            "multi": f.cardinality == "multi",
             "records_ok": n_ok,
             "unknown": int(stats["unknown"] or 0),
             "unknown_rate": round((stats["unknown"] or 0) / n_ok, 4) if n_ok else None,
@@ -231,32 +281,49 @@ EXAMPLE_KINDS: list[tuple[str, int, pl.Expr]] = [
 
 
 def _examples(lake: Lake, ontology: Ontology) -> list[dict[str, Any]]:
-    """24 records covering image-only, conflicting, ambiguous and ok records (the first of each kind by record id)."""
+    """24 records covering image-only, conflicting, ambiguous and ok records (the first of each kind by record id).
+
+    Which records: a narrow scan per kind (the id, its partition, what the kind tests); then the
+    whole rows of only the partitions that hold them. Sorting every column of every row to keep
+    24 took most of the report's time at 5M records.
+    """
     final = lake.scan(*FINAL)
-    picked: list[dict] = []
-    seen: set[str] = set()
+    chosen: list[tuple[str, str, int]] = []  # (kind, partition, row index): rejected rows have no record id
+    seen: set[str | None] = set()
     for kind, quota, cond in EXAMPLE_KINDS:
-        want = min(quota, N_EXAMPLES - len(picked))
+        want = min(quota, N_EXAMPLES - len(chosen))
         if want <= 0:
             break
-        rows = _streamed(final.filter(cond).sort("record_id").head(want + len(seen)))
-        for r in rows.iter_rows(named=True):
-            if r["record_id"] in seen or want == 0:
+        ids = _streamed(final.filter(cond).select("record_id", "partition", "row_index").sort("record_id").head(want + len(seen)))
+        for rid, partition, row in ids.iter_rows():
+            if rid in seen or want == 0:
                 continue
-            seen.add(r["record_id"])
+            seen.add(rid)
             want -= 1
-            picked.append(
-                {
-                    "kind": kind,
-                    "record_id": r["record_id"],
-                    "status": r["status"],
-                    "reason": r["reason"],
-                    "flags": list(r["flags"] or []),
-                    "characters": list(r["characters"] or []),
-                    "attributes": {f.name: r[f.key] for f in ontology.fields if r.get(f.key) is not None},
-                    "image_ref": (r["image"] or {}).get("ref"),
-                }
-            )
+            chosen.append((kind, partition, row))
+    keys = pl.DataFrame(
+        {"partition": [c[1] for c in chosen], "row_index": [c[2] for c in chosen]}, schema_overrides={"row_index": pl.Int64}
+    )
+    rows = lake.read(*FINAL, sorted(set(keys.get_column("partition")))) if chosen else None
+    whole = {}
+    if rows is not None:
+        rows = rows.join(keys.cast({"row_index": rows.schema["row_index"]}), on=["partition", "row_index"], how="semi")
+        whole = {(r["partition"], r["row_index"]): r for r in rows.iter_rows(named=True)}
+    picked: list[dict] = []
+    for kind, partition, row in chosen:
+        r = whole[(partition, row)]
+        picked.append(
+            {
+                "kind": kind,
+                "record_id": r["record_id"],
+                "status": r["status"],
+                "reason": r["reason"],
+                "flags": list(r["flags"] or []),
+                "characters": list(r["characters"] or []),
+                "attributes": {f.name: r[f.key] for f in ontology.fields if r.get(f.key) is not None},
+                "image_ref": (r["image"] or {}).get("ref"),
+            }
+        )
     thumbs = _thumbnails(lake, [p["record_id"] for p in picked if p["image_ref"]])
     for p in picked:
         p["thumbnail"] = thumbs.get(p["record_id"])
