@@ -25,7 +25,6 @@ import io
 import json
 import os
 import random
-import resource
 import shutil
 import time
 from collections import Counter
@@ -158,7 +157,7 @@ def main() -> None:
     import dagster as dg
 
     from charassets.definitions import build_definitions
-    from charassets.runner import build_everything
+    from charassets.runner import build_everything, peak_rss_mb
 
     env = {**os.environ, "CHARASSETS_SOURCES": str(out / "sources.yaml"), "CHARASSETS_LAKE": str(out / "lake"), "CHARASSETS_HOME": str(out)}
     defs = build_definitions(env)
@@ -194,7 +193,7 @@ def main() -> None:
     workers = {**build.prepared.worker_peak_rss_mb}
     for pid, mb in build.published.worker_peak_rss_mb.items():
         workers[pid] = max(mb, workers.get(pid, 0))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     per_stage = {
         k: {"seconds": round(v, 1), "images_per_s": round(decoded / v, 1) if v else None}
         for k, v in step_s.items()

@@ -15,6 +15,7 @@ import math
 import multiprocessing
 import os
 import resource
+import sys
 import time
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
@@ -36,9 +37,20 @@ class RunReport:
     worker_peak_rss_mb: dict[int, float] = field(default_factory=dict)  # pid -> peak RSS, when workers ran the runs
 
 
-def _peak_rss_mb() -> float:
-    """This process's peak resident memory so far, in MB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB.
+
+    Linux's ``VmHWM`` where there is one: ``ru_maxrss`` survives ``execve``, so a spawned
+    worker would report at least its parent's memory at the moment it was started.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / (1024 if sys.platform == "darwin" else 1)
 
 
 def _log_config(level: str) -> dict:
@@ -176,7 +188,7 @@ def _worker_run(job_name: str, batch: list[str], log_level: str) -> dict:
         "failed": failed,
         "error": error,
         "pid": os.getpid(),
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
@@ -197,6 +209,17 @@ def _run_in_workers(instance, batches, job_name, log_level, workers, env, report
             report.partitions += batch
     if errors:
         raise RuntimeError(f"{len(errors)} of {len(batches)} runs failed; first: {errors[0]}")
+
+
+def _worker_report(log_level: str) -> dict:
+    return {"uri": build_report(_WORKER["defs"], _WORKER["instance"], log_level), "peak_rss_mb": peak_rss_mb()}
+
+
+def _report_in_worker(instance: dg.DagsterInstance, env: Mapping[str, str], log_level: str) -> dict:
+    """The dataset report in a fresh process (the instance must be a persistent one): returns its HTML URI and peak RSS."""
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=ctx, initializer=_worker_init, initargs=(dict(env), instance.get_ref())) as pool:
+        return pool.submit(_worker_report, log_level).result()
 
 
 def heads_metadata(result: dg.ExecuteInProcessResult) -> dict:
@@ -220,6 +243,7 @@ class BuildReport:
     published: RunReport
     seconds: dict[str, float]
     parent_peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    report_peak_rss_mb: float | None = None  # the report's own process, when the build used worker processes
 
     @property
     def failed_checks(self) -> list[str]:
@@ -239,25 +263,29 @@ def build_everything(
     peak: dict[str, float] = {}  # this process's peak RSS (MB) once each phase is done: which phase raised it
     t0 = time.perf_counter()
     prepared = run_partitions(defs, instance, job_name="prepare_records", **parallel)
-    peak["prepare"] = _peak_rss_mb()
+    peak["prepare"] = peak_rss_mb()
     t1 = time.perf_counter()
     trained = train(defs, instance, log_level=log_level)
-    peak["train"] = _peak_rss_mb()
+    peak["train"] = peak_rss_mb()
     t2 = time.perf_counter()
     published = run_partitions(defs, instance, job_name="publish", register_first=False, **parallel)
-    peak["publish"] = _peak_rss_mb()
+    peak["publish"] = peak_rss_mb()
     t3 = time.perf_counter()
     seconds = {"prepare_s": round(t1 - t0, 1), "train_s": round(t2 - t1, 1), "publish_s": round(t3 - t2, 1)}
     lake = defs.resources["lake"].lake()  # type: ignore[union-attr]
     if lake.exists("raw", "images"):  # text-only data has nothing to deduplicate (its view would be a copy)
         defs.resolve_job_def("deduplicate").execute_in_process(instance=instance, run_config=_log_config(log_level), raise_on_error=True)
         seconds["deduplicate_s"] = round(time.perf_counter() - t3, 1)
-        peak["deduplicate"] = _peak_rss_mb()
+        peak["deduplicate"] = peak_rss_mb()
     t4 = time.perf_counter()
-    build_report(defs, instance, log_level)
+    report_rss = None
+    if workers > 1:  # its scans over every partition then never add to this process's memory
+        report_rss = _report_in_worker(instance, env if env is not None else os.environ, log_level)["peak_rss_mb"]
+    else:
+        build_report(defs, instance, log_level)
+        peak["report"] = peak_rss_mb()
     seconds["report_s"] = round(time.perf_counter() - t4, 1)
-    peak["report"] = _peak_rss_mb()
-    return BuildReport(prepared, trained, published, seconds, peak)
+    return BuildReport(prepared, trained, published, seconds, peak, report_rss)
 
 
 def build_report(defs: dg.Definitions, instance: dg.DagsterInstance, log_level: str = "INFO") -> str:
