@@ -199,9 +199,14 @@ def s3_endpoint():
         yield url
 
 
-def test_whole_build_with_the_lake_on_object_storage(s3_endpoint, tmp_path):
-    """Delta tables and side files on an S3 API through storage options only; two workers commit concurrently."""
+def test_whole_build_with_the_lake_on_object_storage(s3_endpoint, tmp_path, monkeypatch):
+    """Delta tables and side files on an S3 API through storage options only; two workers commit concurrently;
+    the dataset report made in its own process (as for a large table)."""
     import json
+
+    from charassets import runner
+
+    monkeypatch.setattr(runner, "REPORT_OWN_PROCESS_ROWS", 0)
 
     import fsspec
 
@@ -236,3 +241,4 @@ def test_whole_build_with_the_lake_on_object_storage(s3_endpoint, tmp_path):
     fs = fsspec.filesystem("s3", **fsspec_options(lake.root, options))
     assert len(fs.glob("lake/charassets/exports/character_attributes/jsonl/*.jsonl")) == len(expected)
     assert fs.exists("lake/charassets/exports/character_attributes/schema.json")
+    assert build.report_peak_rss_mb and fs.exists("lake/charassets/reports/dataset_report.html")
