@@ -194,7 +194,7 @@ def main() -> None:
                 "parent_peak_rss_mb_by_phase": {k: round(v) for k, v in build.parent_peak_rss_mb.items()},
                 "peak_rss_mb_by_process": {
                     "parent": round(peak),
-                    "report": round(build.report_peak_rss_mb or 0),
+                    **({"report": round(build.report_peak_rss_mb)} if build.report_peak_rss_mb is not None else {}),
                     "generator": round(gen_rss),
                     **{f"worker-{p}": m for p, m in workers_rss.items()},
                 },

@@ -220,7 +220,10 @@ def _worker_report(log_level: str) -> dict:
 
 
 def _report_in_worker(instance: dg.DagsterInstance, env: Mapping[str, str], log_level: str) -> dict:
-    """The dataset report in a fresh process (the instance must be a persistent one): returns its HTML URI and peak RSS."""
+    """The dataset report in a fresh process (the instance must be a persistent one): returns its HTML URI and peak RSS.
+
+    Like the partition runs' workers, the process builds its definitions from ``env``.
+    """
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=ctx, initializer=_worker_init, initargs=(dict(env), instance.get_ref())) as pool:
         return pool.submit(_worker_report, log_level).result()
@@ -283,7 +286,8 @@ def build_everything(
         peak["deduplicate"] = peak_rss_mb()
     t4 = time.perf_counter()
     report_rss = None
-    if workers > 1 and sum(lake.partition_counts("marts", "character_attributes").values()) > REPORT_OWN_PROCESS_ROWS:
+    own_process = workers > 1 and instance.is_persistent  # a worker process needs a shared, persistent instance
+    if own_process and sum(lake.partition_counts("marts", "character_attributes").values()) > REPORT_OWN_PROCESS_ROWS:
         report_rss = _report_in_worker(instance, env if env is not None else os.environ, log_level)["peak_rss_mb"]
     else:
         build_report(defs, instance, log_level)

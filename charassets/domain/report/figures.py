@@ -1,9 +1,10 @@
 """The dataset report: distributions, the long tail, label noise and examples, from every partition.
 
-Every figure comes from lazy scans of the Delta tables aggregated with the streaming
-engine, so memory grows with the number of distinct values (characters, tags), not with
-records. ``dataset_figures`` returns the figures as plain data (the JSON file);
-``render`` draws and writes them.
+Figures come from lazy scans of the Delta tables aggregated with the streaming engine, or
+(the per-field figures, the examples' rows) from reads of a bounded number of partitions at
+a time, so memory grows with the number of distinct values (characters, tags) and with the
+size of a partition, not with the number of records. ``dataset_figures`` returns the figures
+as plain data (the JSON file); ``render`` draws and writes them.
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ def _field_figures(lake: Lake, ontology: Ontology) -> dict[str, Any]:
 
     The final table is read in batches of partitions (only the ``ok`` rows and the columns these
     figures need), each batch's figures computed in one pass and summed: one read of the table
-    instead of three scans per field, in memory bounded by the batch.
+    instead of three scans per field, in memory bounded by the batch. The only predicates pushed
+    into the Delta scan are on ``partition`` and ``status`` (plain strings), not on struct columns.
     """
     parts: list[list[pl.DataFrame]] = []
     n_ok = 0
@@ -284,8 +286,8 @@ def _examples(lake: Lake, ontology: Ontology) -> list[dict[str, Any]]:
     """24 records covering image-only, conflicting, ambiguous and ok records (the first of each kind by record id).
 
     Which records: a narrow scan per kind (the id, its partition, what the kind tests); then the
-    whole rows of only the partitions that hold them. Sorting every column of every row to keep
-    24 took most of the report's time at 5M records.
+    whole rows, read one partition that holds them at a time. Sorting every column of every
+    row to keep 24 took most of the report's time at 5M records.
     """
     final = lake.scan(*FINAL)
     chosen: list[tuple[str, str, int]] = []  # (kind, partition, row index): rejected rows have no record id
@@ -294,7 +296,12 @@ def _examples(lake: Lake, ontology: Ontology) -> list[dict[str, Any]]:
         want = min(quota, N_EXAMPLES - len(chosen))
         if want <= 0:
             break
-        ids = _streamed(final.filter(cond).select("record_id", "partition", "row_index").sort("record_id").head(want + len(seen)))
+        ids = _streamed(
+            final.filter(cond)
+            .select("record_id", "partition", "row_index")
+            .sort("record_id", "partition", "row_index")  # a total order: rejected rows share a null id
+            .head(want + len(seen))
+        )
         for rid, partition, row in ids.iter_rows():
             if rid in seen or want == 0:
                 continue
@@ -304,11 +311,12 @@ def _examples(lake: Lake, ontology: Ontology) -> list[dict[str, Any]]:
     keys = pl.DataFrame(
         {"partition": [c[1] for c in chosen], "row_index": [c[2] for c in chosen]}, schema_overrides={"row_index": pl.Int64}
     )
-    rows = lake.read(*FINAL, sorted(set(keys.get_column("partition")))) if chosen else None
     whole = {}
-    if rows is not None:
-        rows = rows.join(keys.cast({"row_index": rows.schema["row_index"]}), on=["partition", "row_index"], how="semi")
-        whole = {(r["partition"], r["row_index"]): r for r in rows.iter_rows(named=True)}
+    for partition in sorted(set(keys.get_column("partition"))):  # one partition in memory at a time
+        rows = lake.read(*FINAL, [partition])
+        wanted = keys.filter(pl.col("partition") == partition).cast({"row_index": rows.schema["row_index"]})
+        for r in rows.join(wanted, on=["partition", "row_index"], how="semi").iter_rows(named=True):
+            whole[(r["partition"], r["row_index"])] = r
     picked: list[dict] = []
     for kind, partition, row in chosen:
         r = whole[(partition, row)]
