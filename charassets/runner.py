@@ -196,11 +196,16 @@ def _worker_run(job_name: str, batch: list[str], log_level: str) -> dict:
     }
 
 
-def _run_in_workers(instance, batches, job_name, log_level, workers, env, report: RunReport) -> None:
+def _worker_pool(workers: int, instance: dg.DagsterInstance, env: Mapping[str, str]) -> ProcessPoolExecutor:
+    """Fresh worker processes, each building its definitions from ``env`` and opening ``instance`` by reference."""
     ref = instance.get_ref()  # raises for an ephemeral instance: workers need a shared, persistent one
-    errors = []
     ctx = multiprocessing.get_context("spawn")  # no forked torch / Rust thread pools
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(dict(env), ref)) as pool:
+    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(dict(env), ref))
+
+
+def _run_in_workers(instance, batches, job_name, log_level, workers, env, report: RunReport) -> None:
+    errors = []
+    with _worker_pool(workers, instance, env) as pool:
         futures = [(batch, pool.submit(_worker_run, job_name, batch, log_level)) for batch in batches]
         for batch, future in futures:
             out = future.result()
@@ -224,8 +229,7 @@ def _report_in_worker(instance: dg.DagsterInstance, env: Mapping[str, str], log_
 
     Like the partition runs' workers, the process builds its definitions from ``env``.
     """
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(1, mp_context=ctx, initializer=_worker_init, initargs=(dict(env), instance.get_ref())) as pool:
+    with _worker_pool(1, instance, env) as pool:
         return pool.submit(_worker_report, log_level).result()
 
 
