@@ -90,12 +90,38 @@ def subject_counts(clean: pl.DataFrame, tokens: pl.DataFrame, ontology: Ontology
     return df.select("record_id", "subject_count", flags.alias("subject_flags"))
 
 
-def resolve_fields(tokens: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
-    """Per (record, field): resolved value(s), confidence, evidence tags, conflict flag."""
-    rules = ontology.rules_for(tokens.get_column("tag"))
-    cardinality = pl.DataFrame(
+FIELD_BITS = 8  # a (record, field) pair is one UInt64 key: row number * 2**FIELD_BITS + field index
+
+
+def _noisy_or(rows: pl.DataFrame, keys: list[str], carry: list[str]) -> pl.DataFrame:
+    """``keys`` + ``carry`` (first of each group) + ``confidence``: 1 - prod(1 - confidence), groups in order of first appearance.
+
+    A group-by ``product`` takes polars' slow per-group path; nearly every group holds one or two
+    rows, so those are multiplied out as columns and only the rare larger groups take the product
+    (the same floating-point operations in the same order: the results are identical).
+    """
+    q = (1 - pl.col("confidence").cast(pl.Float64)).alias("q")
+    rows = rows.select(*keys, *carry, q)
+    groups = rows.group_by(keys, maintain_order=True).agg(
+        *(pl.col(c).first() for c in carry), pl.col("q").first().alias("q1"), pl.col("q").last().alias("q2"), pl.len().alias("n")
+    )
+    larger = groups.filter(pl.col("n") > 2).select(keys)
+    if larger.height:
+        products = rows.join(larger, on=keys, how="semi").group_by(keys).agg(pl.col("q").product().alias("qn"))
+        groups = groups.join(products, on=keys, how="left", maintain_order="left")
+    else:
+        groups = groups.with_columns(pl.lit(None, dtype=pl.Float64).alias("qn"))
+    product = pl.when(pl.col("n") == 1).then(pl.col("q1")).when(pl.col("n") == 2).then(pl.col("q1") * pl.col("q2")).otherwise(pl.col("qn"))
+    return groups.select(*keys, *carry, (1 - product).alias("confidence"))
+
+
+def _field_rules(tags: pl.Series, ontology: Ontology) -> pl.DataFrame:
+    """The rules matching ``tags``, keyed by integers: field index ``fid``, value code ``vid``, with each field's policy and ordinal."""
+    assert len(ontology.fields) < 2**FIELD_BITS
+    specs = pl.DataFrame(
         {
             "field": [f.name for f in ontology.fields],
+            "fid": pl.Series([i for i, _ in enumerate(ontology.fields)], dtype=pl.UInt64),
             "multi": [f.cardinality == "multi" for f in ontology.fields],
             "several": [f.several for f in ontology.fields],
         }
@@ -105,36 +131,47 @@ def resolve_fields(tokens: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
         schema={"field": pl.String, "value": pl.String, "ordinal": pl.Int32},
         orient="row",
     )
-    matches = tokens.join(rules, on="tag", how="inner").join(cardinality, on="field").sort("record_id", "pos")
-    top = matches.with_columns(pl.col("rank").max().over("record_id", "field").alias("top_rank"))
-    per_value = (
-        top.filter(pl.col("multi") | (pl.col("rank") == pl.col("top_rank")))
-        .group_by("record_id", "field", "value", maintain_order=True)  # values in order of first appearance
-        .agg((1 - (1 - pl.col("confidence").cast(pl.Float64)).product()).alias("confidence"))
+    rules = ontology.rules_for(tags)
+    return (
+        rules.join(specs, on="field", maintain_order="left")
+        .join(ordinal, on=["field", "value"], how="left", maintain_order="left")
+        .with_columns(pl.col("value").rank("dense").cast(pl.UInt32).alias("vid"))
+        .select("tag", "fid", "vid", "value", "rank", "confidence", "multi", "several", "ordinal")
     )
-    values = (
-        per_value.join(ordinal, on=["field", "value"], how="left", maintain_order="left")
-        .group_by("record_id", "field", maintain_order=True)
-        .agg(
-            pl.col("value").alias("values"),
-            pl.col("confidence").alias("confidences"),
-            (pl.col("ordinal").max() - pl.col("ordinal").min()).alias("span"),
-        )
+
+
+def resolve_fields(tokens: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
+    """Per (record, field): resolved value(s), confidence, evidence tags, conflict flag.
+
+    Every join and group-by runs on integer keys: ``rf`` (record and field in one UInt64)
+    and ``vid`` (the value's code); names are carried, never hashed.
+    """
+    matches = (
+        tokens.join(_field_rules(tokens.get_column("tag"), ontology), on="tag", how="inner")
+        .sort("record_id", "pos")
+        .with_columns((pl.col("record_id").cast(pl.UInt64) * 2**FIELD_BITS + pl.col("fid")).alias("rf"))
+    )
+    top = matches.with_columns(pl.col("rank").max().over("rf").alias("top_rank"))
+    per_value = _noisy_or(top.filter(pl.col("multi") | (pl.col("rank") == pl.col("top_rank"))), ["rf", "vid"], ["value", "ordinal"])
+    values = per_value.group_by("rf", maintain_order=True).agg(  # values in order of first appearance
+        pl.col("value").alias("values"),
+        pl.col("confidence").alias("confidences"),
+        (pl.col("ordinal").max() - pl.col("ordinal").min()).alias("span"),
     )
     # overridden: a weaker tag of a single-valued field names a value its strongest tags do not
     # (a strong tag, rank 2, overrides by definition); as an anti-join, not a per-group is_in
     weak_fields = top.filter(~pl.col("multi") & (pl.col("top_rank") < 2))
     overridden = (
         weak_fields.filter(pl.col("rank") < pl.col("top_rank"))
-        .join(weak_fields.filter(pl.col("rank") == pl.col("top_rank")), on=["record_id", "field", "value"], how="anti")
-        .select("record_id", "field")
+        .join(weak_fields.filter(pl.col("rank") == pl.col("top_rank")), on=["rf", "vid"], how="anti")
+        .select("rf")
         .unique()
         .with_columns(pl.lit(True).alias("overridden"))
     )
-    evidence = matches.group_by("record_id", "field").agg(
-        pl.col("tag").alias("evidence"), pl.col("multi").first(), pl.col("several").first()
+    evidence = matches.group_by("rf").agg(
+        pl.col("tag").alias("evidence"), pl.col("multi").first(), pl.col("several").first(), pl.col("record_id").first()
     )
-    out = evidence.join(values, on=["record_id", "field"], how="left").join(overridden, on=["record_id", "field"], how="left")
+    out = evidence.join(values, on="rf", how="left").join(overridden, on="rf", how="left")
     several = ~pl.col("multi") & (pl.col("values").list.len() > 1)
     resolvable = (pl.col("several") == "first") | ((pl.col("several") == "ordinal") & (pl.col("span") <= 1))
     out = out.with_columns(
@@ -162,7 +199,7 @@ def resolve_fields(tokens: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
     )
     return out.select(
         "record_id",
-        "field",
+        (pl.col("rf") % 2**FIELD_BITS).cast(pl.UInt8).alias("fid"),
         "multi",
         resolved.alias("values"),
         confidence.round(4).cast(pl.Float32).alias("confidence"),
@@ -186,9 +223,10 @@ def extract_attributes(clean: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
     subjects = subject_counts(clean, tokens, ontology)
     resolved = resolve_fields(tokens, ontology)
     has_evidence = resolved.select("record_id").unique().with_columns(pl.lit(True).alias("has_evidence"))
+    keys = pl.Series([f.key for f in ontology.fields])
     conflicts = (
         resolved.filter(pl.col("conflict") | pl.col("first_of_several"))
-        .join(pl.DataFrame({"field": [f.name for f in ontology.fields], "key": [f.key for f in ontology.fields]}), on="field")
+        .with_columns(pl.col("fid").replace_strict(range(len(keys)), keys, return_dtype=pl.String).alias("key"))
         .group_by("record_id")
         .agg(
             (pl.when(pl.col("conflict")).then(pl.lit("conflict:")).otherwise(pl.lit("several:")) + pl.col("key"))
@@ -215,8 +253,10 @@ def extract_attributes(clean: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
     )
     df = df.with_columns(status.alias("status"))
     ok = pl.col("status") == "ok"
-    for spec in ontology.fields:
-        part = resolved.filter(pl.col("field") == spec.name)
+    parts = resolved.partition_by("fid", as_dict=True, include_key=False)
+    empty = resolved.clear().drop("fid")
+    for i, spec in enumerate(ontology.fields):
+        part = parts.get((i,), empty)
         if spec.cardinality == "multi":
             value = pl.col("values").fill_null(pl.lit([], dtype=pl.List(pl.String)))
         else:
