@@ -183,11 +183,23 @@ def _normalized(token: pl.Expr) -> pl.Expr:
     )
 
 
-def drop_empty_and_duplicates(tokens: pl.DataFrame) -> tuple[pl.DataFrame, int, int]:
-    """Drop empty tokens and repeats of a tag within a record (first occurrence wins)."""
-    non_empty = tokens.filter(pl.col("token") != "")
-    deduped = non_empty.sort("record_id", "pos").unique(["record_id", "token"], keep="first", maintain_order=True)
+def drop_empty_and_duplicates(tokens: pl.DataFrame, key: str = "token") -> tuple[pl.DataFrame, int, int]:
+    """Drop empty tokens and repeats of a tag within a record (first occurrence wins).
+
+    ``key`` names the column a repeat is judged by: the token, or an integer code of it
+    (the chain's ``tid``), so that one million rows are not hashed as strings.
+    """
+    non_empty = tokens.filter(pl.col("token") != "").sort("record_id", "pos")
+    first = (
+        pl.struct("record_id", key).is_first_distinct() if key == "token" else _pair(pl.col("record_id"), pl.col(key)).is_first_distinct()
+    )
+    deduped = non_empty.filter(first)
     return deduped, tokens.height - non_empty.height, non_empty.height - deduped.height
+
+
+def _pair(record: pl.Expr, code: pl.Expr) -> pl.Expr:
+    """Two UInt32 columns as one UInt64 key."""
+    return record.cast(pl.UInt64) * 2**32 + code.cast(pl.UInt64)
 
 
 def resolve_aliases(tokens: pl.DataFrame, vocabulary: Vocabulary) -> tuple[pl.DataFrame, int]:
@@ -252,6 +264,37 @@ def classify(tokens: pl.DataFrame, vocabulary: Vocabulary) -> pl.DataFrame:
 # ---------------------------------------------------------------------------- chain
 
 
+COUNTED_STEPS = ("mojibake_repaired", "weights_stripped", "aliases_resolved", "variants_resolved")
+
+
+def spell_distinct(tokens: pl.Series, vocabulary: Vocabulary) -> pl.DataFrame:
+    """Every step that depends on a token alone, run once per distinct raw token.
+
+    Returns ``raw`` -> ``token`` (canonical), ``spelled`` (before aliases and variants),
+    ``tid`` (an integer code of ``token``), ``category`` (as if no source column gave one),
+    ``is_unknown``, and one boolean per ``COUNTED_STEPS``: did that step change this token.
+    The steps are the ones above, in the chain's order.
+    """
+    d = pl.DataFrame({"raw": tokens.unique()}).with_columns(
+        pl.when(pl.col("raw").str.len_chars() > MAX_TOKEN_CHARS).then(pl.lit(OVERLONG)).otherwise(pl.col("raw")).alias("token")
+    )
+
+    def step(name: str | None, fn: Callable[[pl.DataFrame], pl.DataFrame]) -> None:
+        nonlocal d
+        d = fn(d.with_columns(pl.col("token").alias("_before")))  # a column, not a Series: a step's join may reorder rows
+        d = d.with_columns((pl.col("token") != pl.col("_before")).alias(name)) if name else d
+        d = d.drop("_before")
+
+    step("mojibake_repaired", lambda f: repair_mojibake(f)[0])
+    step("weights_stripped", lambda f: strip_prompt_weights(f, vocabulary)[0])
+    step(None, normalize_spelling)
+    d = d.with_columns(pl.col("token").alias("spelled"))
+    step("aliases_resolved", lambda f: resolve_aliases(f, vocabulary)[0])  # no alias names itself: a hit is a change
+    step("variants_resolved", lambda f: resolve_variants(f, vocabulary)[0])
+    d = classify(d.with_columns(pl.lit(None, dtype=pl.String).alias("given_category")), vocabulary).drop("given_category")
+    return d.with_columns(pl.col("token").rank("dense").cast(pl.UInt32).alias("tid"))
+
+
 def clean_tags(
     records: pl.DataFrame, columns: dict[str, str | None], separator: str, vocabulary: Vocabulary
 ) -> tuple[pl.DataFrame, CleaningStats]:
@@ -262,37 +305,43 @@ def clean_tags(
     kept and flagged); ``prompt_tags`` (quality/rating tokens, kept out of evidence);
     ``rewrites`` (``written=canonical`` for every alias or variant spelling rewritten).
     Every input record yields exactly one output row, even when no tag survives.
+
+    The token-wise steps (mojibake, weights, spelling, aliases, variants, category) run on
+    the chunk's distinct tokens (``spell_distinct``) and are joined back once; the steps
+    that need the record (empty tokens, repeats, regrouping) run on the long frame.
     """
     ids = records.get_column("record_id")
     # every sort, join and group-by runs on the row number (a UInt32), not the string id: the id is put back at the end
     records = records.with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias("record_id"))
     tokens = split_tokens(records, columns, separator)
     tokens_in = tokens.height
-    tokens = tokens.with_columns(
-        pl.when(pl.col("token").str.len_chars() > MAX_TOKEN_CHARS).then(pl.lit(OVERLONG)).otherwise(pl.col("token")).alias("token")
+    spelled = spell_distinct(tokens.get_column("token"), vocabulary)
+    tokens = tokens.join(spelled, left_on="token", right_on="raw", how="left", maintain_order="left", suffix="_canonical")
+    counts = tokens.select(pl.col(COUNTED_STEPS).sum()).row(0, named=True)
+    tokens = tokens.select(  # only what the record-wise steps need: the sort below moves every column
+        "record_id",
+        "pos",
+        pl.col("token_canonical").alias("token"),
+        "tid",
+        "spelled",
+        pl.when(pl.col("category") == "prompt")
+        .then(pl.lit("prompt"))
+        .otherwise(pl.coalesce("given_category", "category"))
+        .alias("category"),
+        "is_unknown",
     )
-    tokens, repaired = repair_mojibake(tokens)
-    tokens, weighted = strip_prompt_weights(tokens, vocabulary)
-    tokens = normalize_spelling(tokens).with_columns(pl.col("token").alias("spelled"))
-    tokens, aliased = resolve_aliases(tokens, vocabulary)
-    tokens, variants = resolve_variants(tokens, vocabulary)
-    tokens, empty, dups = drop_empty_and_duplicates(tokens)
-    tokens = classify(tokens, vocabulary)
+    tokens, empty, dups = drop_empty_and_duplicates(tokens, key="tid")
 
     def collect(cat: str | None) -> pl.Expr:
         cond = pl.col("category") != "prompt" if cat is None else pl.col("category") == cat
         return pl.col("token").filter(cond)
 
-    grouped = (
-        tokens.sort("record_id", "pos")
-        .group_by("record_id", maintain_order=True)
-        .agg(
-            collect(None).alias("tags"),
-            *(collect(c).alias(c) for c in CATEGORY_COLUMNS),
-            pl.col("token").filter("is_unknown").alias("unknown_tags"),
-            collect("prompt").alias("prompt_tags"),
-            (pl.col("spelled") + "=" + pl.col("token")).filter(pl.col("spelled") != pl.col("token")).alias("rewrites"),
-        )
+    grouped = tokens.group_by("record_id", maintain_order=True).agg(  # rows are in (record_id, pos) order
+        collect(None).alias("tags"),
+        *(collect(c).alias(c) for c in CATEGORY_COLUMNS),
+        pl.col("token").filter("is_unknown").alias("unknown_tags"),
+        collect("prompt").alias("prompt_tags"),
+        (pl.col("spelled") + "=" + pl.col("token")).filter(pl.col("spelled") != pl.col("token")).alias("rewrites"),
     )
     out = (
         records.select("record_id")
@@ -302,12 +351,12 @@ def clean_tags(
     )
     stats = CleaningStats(
         tokens_in=tokens_in,
-        mojibake_repaired=repaired,
-        weights_stripped=weighted,
+        mojibake_repaired=int(counts["mojibake_repaired"] or 0),
+        weights_stripped=int(counts["weights_stripped"] or 0),
         empty_dropped=empty,
         duplicates_dropped=dups,
-        aliases_resolved=aliased,
-        variants_resolved=variants,
+        aliases_resolved=int(counts["aliases_resolved"] or 0),
+        variants_resolved=int(counts["variants_resolved"] or 0),
         unknown_tags=int(tokens.get_column("is_unknown").sum()),
         prompt_tags=int((tokens.get_column("category") == "prompt").sum()),
     )
