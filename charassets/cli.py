@@ -135,7 +135,7 @@ def _run(
         click.echo(f"MLflow:               make mlflow  ->  http://127.0.0.1:5000  ({defs.resources['mlflow_store'].tracking_uri})")  # type: ignore[union-attr]
         click.echo("Compare head versions: charassets models compare [ATTRIBUTE]")
     click.echo(f"Lake (Delta tables):  {lake.root}/<stage>/<table>")
-    click.echo(f"Exports (JSONL/Parquet + schema.json): {lake.root}/exports/character_attributes")
+    click.echo(f"Exports (gzip JSONL/Parquet + schema.json): {lake.root}/exports/character_attributes")
     click.echo("Dagster UI:           make dev  ->  http://127.0.0.1:3000  (runs, partitions, checks, metadata)")
     if train_heads:
         click.echo(f"Dataset report:       {lake.root}/reports/dataset_report.html  (charassets report --open)")

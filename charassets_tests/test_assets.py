@@ -83,9 +83,10 @@ def test_whole_table_checks_and_every_row_validates(setup):
     assert result.passed, result.metadata
     model = record_model(defs.resources["catalog"].ontology())
     import glob
+    import gzip
 
-    files = sorted(glob.glob(lake.root + "/exports/character_attributes/jsonl/*.jsonl"))
-    rows = [model.model_validate_json(line) for f in files for line in Path(f).read_text(encoding="utf-8").splitlines()]
+    files = sorted(glob.glob(lake.root + "/exports/character_attributes/jsonl/*.jsonl.gz"))
+    rows = [model.model_validate_json(line) for f in files for line in gzip.decompress(Path(f).read_bytes()).decode("utf-8").splitlines()]
     assert len(rows) == sum(lake.partition_counts("marts", "character_attributes").values())
     statuses = {r.status for r in rows}
     assert statuses == {"ok", "ambiguous", "no_character", "rejected"}

@@ -188,7 +188,9 @@ def test_a_file_replaced_under_its_name_is_new_partitions_and_the_old_are_retire
         assert final.height == 6 and set(final.select(pl.col("hair_color").struct.field("value")).to_series()) == {"blue"}
         for stage, table in [("raw", "records"), ("clean", "tags"), ("labels", "tag_attributes")]:
             assert set(lake.partition_counts(stage, table)) == new_keys  # nothing of the old file left anywhere
-        exported = {p.stem for p in (Path(lake.root) / "exports" / "character_attributes" / "jsonl").glob("*.jsonl")}
+        exported = {
+            p.name.removesuffix(".jsonl.gz") for p in (Path(lake.root) / "exports" / "character_attributes" / "jsonl").glob("*.jsonl.gz")
+        }
         assert exported == new_keys  # nor among the exports
 
 

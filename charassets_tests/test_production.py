@@ -239,6 +239,6 @@ def test_whole_build_with_the_lake_on_object_storage(s3_endpoint, tmp_path, monk
     expected = dict(lake.read("raw", "source_partitions").select("partition", "row_count").iter_rows())
     assert lake.partition_counts("marts", "character_attributes") == expected  # every row, once, on S3
     fs = fsspec.filesystem("s3", **fsspec_options(lake.root, options))
-    assert len(fs.glob("lake/charassets/exports/character_attributes/jsonl/*.jsonl")) == len(expected)
+    assert len(fs.glob("lake/charassets/exports/character_attributes/jsonl/*.jsonl.gz")) == len(expected)
     assert fs.exists("lake/charassets/exports/character_attributes/schema.json")
     assert build.report_peak_rss_mb and fs.exists("lake/charassets/reports/dataset_report.html")

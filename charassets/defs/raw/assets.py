@@ -3,7 +3,7 @@
 import dagster as dg
 import polars as pl
 
-from charassets.defs.exports.assets import EXPORT_DIR
+from charassets.defs.exports.assets import EXPORT_DIR, JSONL_SUFFIX
 from charassets.defs.metadata import per_partition, preview, totals
 from charassets.defs.partitions import backfill_policy, for_each_partition, record_chunks, table_asset, table_spec
 from charassets.defs.resources import CatalogResource, LakeResource
@@ -44,7 +44,11 @@ def source_partitions(context: dg.AssetExecutionContext, lake: LakeResource, cat
         # this asset depends on, so it goes through the lake itself rather than the declared view
         whole = lake.lake()
         deleted = {f"{st}/{nm}": whole.delete_partitions(st, nm, keys) for st, nm in RETIRED_WITH_CHUNK}
-        deleted["exports (files)"] = sum(lake.remove(f"{EXPORT_DIR}/{kind}/{key}.{kind}") for key in keys for kind in ("jsonl", "parquet"))
+        deleted["exports (files)"] = sum(
+            lake.remove(f"{EXPORT_DIR}/{kind}/{key}.{suffix}")
+            for key in keys
+            for kind, suffix in (("jsonl", JSONL_SUFFIX), ("parquet", "parquet"))
+        )
         context.log.warning(f"{len(keys)} partitions of replaced files retired: {keys[:5]}; rows deleted: {deleted}")
         for key in keys:
             context.instance.delete_dynamic_partition(record_chunks.name, key)
