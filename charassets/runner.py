@@ -17,8 +17,9 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -196,11 +197,32 @@ def _worker_run(job_name: str, batch: list[str], log_level: str) -> dict:
     }
 
 
-def _worker_pool(workers: int, instance: dg.DagsterInstance, env: Mapping[str, str]) -> ProcessPoolExecutor:
-    """Fresh worker processes, each building its definitions from ``env`` and opening ``instance`` by reference."""
+THREAD_VARIABLES = ("POLARS_MAX_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextmanager
+def _worker_pool(workers: int, instance: dg.DagsterInstance, env: Mapping[str, str]) -> Iterator[ProcessPoolExecutor]:
+    """Fresh worker processes, each building its definitions from ``env`` and opening ``instance`` by reference.
+
+    Each worker gets its share of the cores for its polars and torch thread pools (unless the
+    environment already sets them): two workers with a pool of every core each would make
+    four threads contend for two cores. The variables must be in the environment when a worker
+    starts (polars reads its own once, at import), which is at a submit: submit inside the block.
+    """
     ref = instance.get_ref()  # raises for an ephemeral instance: workers need a shared, persistent one
     ctx = multiprocessing.get_context("spawn")  # no forked torch / Rust thread pools
-    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(dict(env), ref))
+    share = str(max(1, (os.cpu_count() or 1) // workers))
+    saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
+    os.environ.update({k: env.get(k) or share for k in THREAD_VARIABLES})
+    try:
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(dict(env), ref)) as pool:
+            yield pool
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _run_in_workers(instance, batches, job_name, log_level, workers, env, report: RunReport) -> None:
