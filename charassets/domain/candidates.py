@@ -26,34 +26,33 @@ HEAD_FILE_PRECISION = 0.9
 _NO_FLAGS = pl.lit([], dtype=pl.List(pl.String))
 
 
-def verified_head_classes(labels: pl.DataFrame, predictions: pl.DataFrame, key: str) -> list[str]:
-    """Head classes that hold their precision on *this* data: checked against the records whose tags state the field.
+def verified_head_classes(labels: pl.DataFrame, predictions: pl.DataFrame, keys: list[str]) -> dict[str, list[str]]:
+    """Per field key: the head classes that hold their precision on *this* data, checked against the records whose tags state the field.
 
     Head predictions are made with each record's own evidence tags masked out, so on
     records with tag evidence they are an honest test of the head on data like the
     records it would fill. A class fills only where, among this partition's tag-labelled
     records, its confident predictions were right at least ``HEAD_FILE_PRECISION`` of
     the time over at least ``HEAD_FILE_MIN_SUPPORT`` of them: a head trained on other
-    data (the demo's, say) does not fill a file it does not fit.
+    data (the demo's, say) does not fill a file it does not fit. One join serves every key.
     """
-    v = pl.col(key).struct
     joined = (
-        labels.filter((pl.col("status") == "ok") & (v.field("source") == "tags"))
-        .select("record_id", v.field("value").alias("truth"))
-        .join(
-            predictions.select(
-                "record_id", pl.col(key).struct.field("value").alias("pred"), pl.col(key).struct.field("above_threshold").alias("above")
-            ),
-            on="record_id",
+        labels.filter(pl.col("status") == "ok")
+        .select("record_id", *keys)
+        .join(predictions.select("record_id", *(pl.col(k).alias(f"_pred_{k}") for k in keys)), on="record_id")
+    )
+    out = {}
+    for key in keys:
+        v, p = pl.col(key).struct, pl.col(f"_pred_{key}").struct
+        stats = (
+            joined.filter((v.field("source") == "tags") & p.field("above_threshold").fill_null(False))
+            .select(v.field("value").alias("truth"), p.field("value").alias("pred"))
+            .group_by("pred")
+            .agg(pl.len().alias("n"), (pl.col("pred") == pl.col("truth")).mean().alias("precision"))
+            .filter((pl.col("n") >= HEAD_FILE_MIN_SUPPORT) & (pl.col("precision") >= HEAD_FILE_PRECISION))
         )
-    )
-    stats = (
-        joined.filter(pl.col("above").fill_null(False))
-        .group_by("pred")
-        .agg(pl.len().alias("n"), (pl.col("pred") == pl.col("truth")).mean().alias("precision"))
-        .filter((pl.col("n") >= HEAD_FILE_MIN_SUPPORT) & (pl.col("precision") >= HEAD_FILE_PRECISION))
-    )
-    return stats.get_column("pred").to_list()
+        out[key] = stats.get_column("pred").to_list()
+    return out
 
 
 def _conflict_candidates(df: pl.DataFrame, key: str, name: str, ontology) -> pl.DataFrame:
@@ -155,6 +154,11 @@ def decide(
     image_heads = images.get("image_predictions")
     image_heads = image_heads if image_heads is not None and image_heads.height else None
     disagreements: list[pl.Expr] = []
+    head_keys = [f.key for f in ontology.fields if predictions is not None and "head" in f.fill and f.key in predictions.columns]
+    if head_keys:  # one join brings every head's prediction: ``_h_<key>``
+        allowed_classes = verified_head_classes(labels, predictions, head_keys)
+        heads = predictions.select("record_id", *(pl.col(k).alias(f"_h_{k}") for k in head_keys))
+        df = df.join(heads, on="record_id", how="left", maintain_order="left")
     for f in ontology.fields:
         multi, key = f.cardinality == "multi", f.key
         cur = pl.col(key)
@@ -237,12 +241,10 @@ def decide(
                 .alias(f"_disagrees_{key}")
             )
             disagreements.append(pl.col(f"_disagrees_{key}"))
-        if predictions is not None and "head" in f.fill and key in predictions.columns:
-            allowed = verified_head_classes(labels, predictions, key)
-            df = df.join(predictions.select("record_id", pl.col(key).alias("_h")), on="record_id", how="left", maintain_order="left")
-            temp.append("_h")
-            hv = pl.col("_h").struct
-            fires = hv.field("above_threshold").fill_null(False) & hv.field("value").is_in(allowed)
+        if key in head_keys:
+            temp.append(f"_h_{key}")
+            hv = pl.col(f"_h_{key}").struct
+            fires = hv.field("above_threshold").fill_null(False) & hv.field("value").is_in(allowed_classes[key])
             cands["head"] = pl.when(no_evidence & fires).then(
                 attribute_value(hv.field("value"), hv.field("confidence"), pl.concat_list(pl.lit("head:") + hv.field("model")), "head")
             )
