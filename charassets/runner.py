@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -107,12 +107,14 @@ def run_partitions(
     register_first: bool = True,
     workers: int = 1,
     env: Mapping[str, str] | None = None,
+    pool: ProcessPoolExecutor | None = None,
 ) -> RunReport:
     """Register sources, then run ``job_name`` over ``partitions`` (default: all).
 
     ``only_missing`` skips partitions the lake already holds in full (``complete_partitions``).
     ``workers>1`` runs batches concurrently in worker processes built from ``env`` (the
-    environment ``defs`` came from); the instance must then be a persistent one.
+    environment ``defs`` came from); the instance must then be a persistent one. ``pool``:
+    worker processes already started (``_worker_pool``), to reuse across calls.
     """
     report = RunReport()
     t0 = time.perf_counter()
@@ -130,7 +132,7 @@ def run_partitions(
     batches = contiguous_batches(known, wanted, per_run)
     t1 = time.perf_counter()
     if workers > 1 and len(batches) > 1:
-        _run_in_workers(instance, batches, job_name, log_level, workers, env if env is not None else os.environ, report)
+        _run_in_workers(instance, batches, job_name, log_level, workers, env if env is not None else os.environ, report, pool)
     else:
         job = defs.resolve_job_def(job_name)
         for batch in batches:
@@ -225,9 +227,9 @@ def _worker_pool(workers: int, instance: dg.DagsterInstance, env: Mapping[str, s
                 os.environ[k] = v
 
 
-def _run_in_workers(instance, batches, job_name, log_level, workers, env, report: RunReport) -> None:
+def _run_in_workers(instance, batches, job_name, log_level, workers, env, report: RunReport, pool=None) -> None:
     errors = []
-    with _worker_pool(workers, instance, env) as pool:
+    with _worker_pool(workers, instance, env) if pool is None else nullcontext(pool) as pool:
         futures = [(batch, pool.submit(_worker_run, job_name, batch, log_level)) for batch in batches]
         for batch, future in futures:
             out = future.result()
@@ -291,19 +293,25 @@ def build_everything(
     workers: int = 1,
     env: Mapping[str, str] | None = None,
 ) -> BuildReport:
-    """A full build: per-record assets up to labels and embeddings, then heads and profiles, then the final table once."""
-    parallel = {"workers": workers, "env": env, "per_run": per_run, "log_level": log_level}
+    """A full build: per-record assets up to labels and embeddings, then heads and profiles, then the final table once.
+
+    With ``workers>1`` the same worker processes run the prepare and the publish runs (each
+    start costs imports and definitions, ~5 s of a core); they wait while the heads train.
+    """
     peak: dict[str, float] = {}  # this process's peak RSS (MB) once each phase is done: which phase raised it
-    t0 = time.perf_counter()
-    prepared = run_partitions(defs, instance, job_name="prepare_records", **parallel)
-    peak["prepare"] = peak_rss_mb()
-    t1 = time.perf_counter()
-    trained = train(defs, instance, log_level=log_level)
-    peak["train"] = peak_rss_mb()
-    t2 = time.perf_counter()
-    published = run_partitions(defs, instance, job_name="publish", register_first=False, **parallel)
-    peak["publish"] = peak_rss_mb()
-    t3 = time.perf_counter()
+    shared = _worker_pool(workers, instance, env if env is not None else os.environ) if workers > 1 and instance.is_persistent else None
+    with shared if shared is not None else nullcontext() as pool:
+        parallel = {"workers": workers, "env": env, "per_run": per_run, "log_level": log_level, "pool": pool}
+        t0 = time.perf_counter()
+        prepared = run_partitions(defs, instance, job_name="prepare_records", **parallel)
+        peak["prepare"] = peak_rss_mb()
+        t1 = time.perf_counter()
+        trained = train(defs, instance, log_level=log_level)
+        peak["train"] = peak_rss_mb()
+        t2 = time.perf_counter()
+        published = run_partitions(defs, instance, job_name="publish", register_first=False, **parallel)
+        peak["publish"] = peak_rss_mb()
+        t3 = time.perf_counter()
     seconds = {"prepare_s": round(t1 - t0, 1), "train_s": round(t2 - t1, 1), "publish_s": round(t3 - t2, 1)}
     lake = defs.resources["lake"].lake()  # type: ignore[union-attr]
     if lake.exists("raw", "images"):  # text-only data has nothing to deduplicate (its view would be a copy)
