@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from charassets.domain.tags import cleaning as t
 from charassets.domain.tags.cleaning import clean_tags
@@ -198,3 +200,35 @@ def test_ambiguous_run_together_forms_stay_unknown():
     out, _ = clean_tags(records, {"tags": "tags_raw"}, ",", vocabulary)
     assert out.get_column("unknown_tags")[0].to_list() == ["abcd"]  # two tags fit: neither is chosen
     assert out.get_column("rewrites")[0].to_list() == ["longhair=long_hair"]  # one fits: resolved, and listed
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 5), st.integers(0, 3), st.floats(0.0, 1.0, allow_nan=False, width=32)),
+        min_size=1,
+        max_size=60,
+    )
+)
+@settings(max_examples=200, deadline=None)
+def test_noisy_or_equals_the_group_by_product_exactly(rows):
+    """The column-wise noisy-or of the labels stage gives the same floats, in the same group order, as polars' group-by product."""
+    from charassets.domain.tags.extraction import _noisy_or
+
+    frame = pl.DataFrame(rows, schema={"rf": pl.UInt64, "vid": pl.UInt32, "confidence": pl.Float32}, orient="row").with_columns(
+        pl.lit("v").alias("value"), pl.lit(None, dtype=pl.Int32).alias("ordinal")
+    )
+    reference = frame.group_by("rf", "vid", maintain_order=True).agg(
+        (1 - (1 - pl.col("confidence").cast(pl.Float64)).product()).alias("confidence")
+    )
+    got = _noisy_or(frame, ["rf", "vid"], ["value", "ordinal"]).select("rf", "vid", "confidence")
+    assert got.equals(reference)
+
+
+def test_spelling_once_per_distinct_token_counts_every_row(danbooru_vocabulary):
+    """Per-token steps run on distinct tokens, yet the counts weigh each by its rows (two records, same mojibake and alias)."""
+    recs = pl.DataFrame({"record_id": ["a", "b"], "tags_raw": ["pokÃ©mon, gray hair, (smile:1.2)", "pokÃ©mon, gray hair, (smile:1.2)"]})
+    out, stats = t.clean_tags(recs, {"tags": "tags_raw"}, ",", danbooru_vocabulary)
+    # per record: one mojibake repair, one weight stripped, two aliases (pokémon -> pokemon, gray_hair -> grey_hair)
+    assert (stats.tokens_in, stats.mojibake_repaired, stats.weights_stripped, stats.aliases_resolved) == (6, 2, 2, 4)
+    assert out.get_column("general").to_list() == [["grey_hair", "smile"]] * 2
+    assert out.get_column("copyright").to_list() == [["pokemon"]] * 2
