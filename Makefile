@@ -46,9 +46,10 @@ bench: $(VENV_STAMP)  ## make bench N=1000000
 bench-images: $(VENV_STAMP)  ## make bench-images N=2000: N images through the whole graph
 	$(PY) bench/images.py --images $(N)
 
-vocab: $(VENV_STAMP)  ## rewrite the bundled vocabulary: Danbooru's tag list (from $$CHARASSETS_SHARED_DATA, default ../shared/data) and the project's own tags
+vocab: $(VENV_STAMP)  ## rewrite the bundled vocabulary: Danbooru's tag list (from $$CHARASSETS_SHARED_DATA, default ../shared/data), the project's own tags and their MiniLM vectors
 	$(PY) -c "from charassets.domain.tags.vocabulary import write_bundled, shared_data_dir as d; print(write_bundled(d() / 'vocab' / 'danbooru_tags.csv'))"
 	$(PY) -c "from charassets.domain.demo import write_embedded_vocabulary as w; w('charassets/data/vocabulary.csv')"
+	$(PY) -c "from charassets.domain.demo import embedded_feature_tags as t; from charassets.domain.models.embedders import minilm; from charassets.domain.models.features import write_bundled_tag_vectors as w; print(w(minilm(), t()))"
 
 clean:
 	rm -rf .charassets

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from charassets.defs.partitions import PARTITIONS_PER_RUN, record_chunks
+from charassets.domain.models.fitting import fitting_in
 
 # Above this many final rows a build with worker processes makes the dataset report in a fresh process: its
 # scans then never add to the orchestrator's memory (at 5M rows: 2,451 MB -> 1,631 MB). Below it, the fresh
@@ -127,9 +128,7 @@ def run_partitions(
     unknown = sorted(set(partitions or []) - set(known))
     if unknown:
         raise ValueError(f"unknown partitions: {unknown[:5]}")
-    if workers > 1:  # smaller runs, so that the workers stay evenly loaded to the end
-        per_run = max(1, min(per_run, math.ceil(len(wanted) / (4 * workers))))
-    batches = contiguous_batches(known, wanted, per_run)
+    batches = contiguous_batches(known, wanted, per_run) if workers == 1 else balanced_batches(known, wanted, per_run, workers)
     t1 = time.perf_counter()
     if workers > 1 and len(batches) > 1:
         _run_in_workers(instance, batches, job_name, log_level, workers, env if env is not None else os.environ, report, pool)
@@ -153,6 +152,36 @@ def contiguous_batches(known: list[str], wanted: list[str], per_run: int) -> lis
             batches[-1].append(key)
         else:
             batches.append([key])
+    return batches
+
+
+RUNS_PER_WORKER = 4  # with worker processes: runs small enough that the workers stay evenly loaded to the end
+
+
+def balanced_batches(known: list[str], wanted: list[str], per_run: int, workers: int) -> list[list[str]]:
+    """``wanted`` as contiguous ranges for ``workers`` processes: a multiple of ``workers`` runs of equal size (within one
+    partition, the larger first), each at most ``per_run`` keys and about ``RUNS_PER_WORKER`` per worker.
+
+    Seven runs of three partitions on two workers would leave one worker idle for the whole last run; eight runs of
+    three and two keep both busy to the end. A gap in ``wanted`` also ends a run (a run covers one contiguous range).
+    """
+    n = len(wanted)
+    if n == 0:
+        return []
+    rounds = max(math.ceil(n / (workers * per_run)), min(RUNS_PER_WORKER, math.ceil(n / workers)))
+    runs = min(n, workers * rounds)
+    sizes = [n // runs + (1 if i < n % runs else 0) for i in range(runs)]
+    position = {k: i for i, k in enumerate(known)}
+    batches: list[list[str]] = []
+    remaining = iter(sizes)
+    limit = next(remaining)
+    for key in wanted:
+        if batches and len(batches[-1]) < limit and position[key] == position[batches[-1][-1]] + 1:
+            batches[-1].append(key)
+            continue
+        if batches and len(batches[-1]) >= limit:  # a full run: the next one gets the next size
+            limit = next(remaining, limit)
+        batches.append([key])
     return batches
 
 
@@ -216,10 +245,13 @@ def _worker_pool(workers: int, instance: dg.DagsterInstance, env: Mapping[str, s
     share = str(max(1, (os.cpu_count() or 1) // workers))
     saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
     os.environ.update({k: env.get(k) or share for k in THREAD_VARIABLES})
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(dict(env), ref))
     try:
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(dict(env), ref)) as pool:
-            yield pool
+        yield pool
     finally:
+        # the callers have every result they wait for here: the workers' exit (interpreter teardown, ~2 s) overlaps
+        # what comes next; on an error, runs not started yet are cancelled
+        pool.shutdown(wait=False, cancel_futures=True)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -264,11 +296,34 @@ def heads_metadata(result: dg.ExecuteInProcessResult) -> dict:
 
 
 def train(
-    defs: dg.Definitions, instance: dg.DagsterInstance, log_level: str = "INFO", run_config: dict | None = None
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    log_level: str = "INFO",
+    run_config: dict | None = None,
+    assets: list[dg.AssetKey] | None = None,
 ) -> dg.ExecuteInProcessResult:
-    """Run ``train_heads`` (every materialized partition feeds it)."""
+    """Run ``train_heads`` (every materialized partition feeds it); ``assets``: only these of its assets."""
     config = {**_log_config(log_level), **(run_config or {})}
-    return defs.resolve_job_def("train_heads").execute_in_process(instance=instance, run_config=config, raise_on_error=True)
+    return defs.resolve_job_def("train_heads").execute_in_process(
+        instance=instance, run_config=config, raise_on_error=True, asset_selection=assets
+    )
+
+
+HEADS = [dg.AssetKey(["models", "attribute_heads"]), dg.AssetKey(["models", "image_heads"])]
+
+
+def _worker_job(job_name: str, log_level: str) -> dict:
+    """An unpartitioned job in a worker process; reported like ``_worker_run``."""
+    try:
+        result = (
+            _WORKER["defs"]
+            .resolve_job_def(job_name)
+            .execute_in_process(instance=_WORKER["instance"], run_config=_log_config(log_level), raise_on_error=True)
+        )
+        run_id, failed, error = result.run_id, failed_checks(result), None
+    except Exception as e:  # reported to the parent, which raises it
+        run_id, failed, error = None, [], f"{type(e).__name__}: {e}"
+    return {"run_id": run_id, "failed": failed, "error": error, "pid": os.getpid(), "peak_rss_mb": peak_rss_mb()}
 
 
 @dataclass
@@ -279,10 +334,11 @@ class BuildReport:
     seconds: dict[str, float]
     parent_peak_rss_mb: dict[str, float] = field(default_factory=dict)
     report_peak_rss_mb: float | None = None  # the report's own process, when the build used worker processes
+    profiles_failed_checks: list[str] = field(default_factory=list)  # when a worker built the profiles
 
     @property
     def failed_checks(self) -> list[str]:
-        return self.prepared.failed_checks + failed_checks(self.trained) + self.published.failed_checks
+        return self.prepared.failed_checks + failed_checks(self.trained) + self.profiles_failed_checks + self.published.failed_checks
 
 
 def build_everything(
@@ -296,7 +352,8 @@ def build_everything(
     """A full build: per-record assets up to labels and embeddings, then heads and profiles, then the final table once.
 
     With ``workers>1`` the same worker processes run the prepare and the publish runs (each
-    start costs imports and definitions, ~5 s of a core); they wait while the heads train.
+    start costs imports and definitions, ~5 s of a core); while this process trains the heads they
+    build the character profiles and fit the heads (``fitting``).
     """
     peak: dict[str, float] = {}  # this process's peak RSS (MB) once each phase is done: which phase raised it
     shared = _worker_pool(workers, instance, env if env is not None else os.environ) if workers > 1 and instance.is_persistent else None
@@ -306,7 +363,18 @@ def build_everything(
         prepared = run_partitions(defs, instance, job_name="prepare_records", **parallel)
         peak["prepare"] = peak_rss_mb()
         t1 = time.perf_counter()
-        trained = train(defs, instance, log_level=log_level)
+        profiles_failed: list[str] = []
+        if pool is not None:  # the workers build the character profiles and fit the heads this process samples and scores
+            profiles = pool.submit(_worker_job, "build_profiles", log_level)
+            with fitting_in(pool, workers):
+                trained = train(defs, instance, log_level=log_level, assets=HEADS)
+            side = profiles.result()
+            if side["error"]:
+                raise RuntimeError(f"building character profiles failed: {side['error']}")
+            profiles_failed = side["failed"]
+            prepared.worker_peak_rss_mb[side["pid"]] = round(max(side["peak_rss_mb"], prepared.worker_peak_rss_mb.get(side["pid"], 0.0)))
+        else:
+            trained = train(defs, instance, log_level=log_level)
         peak["train"] = peak_rss_mb()
         t2 = time.perf_counter()
         published = run_partitions(defs, instance, job_name="publish", register_first=False, **parallel)
@@ -327,7 +395,7 @@ def build_everything(
         build_report(defs, instance, log_level)
         peak["report"] = peak_rss_mb()
     seconds["report_s"] = round(time.perf_counter() - t4, 1)
-    return BuildReport(prepared, trained, published, seconds, peak, report_rss)
+    return BuildReport(prepared, trained, published, seconds, peak, report_rss, profiles_failed)
 
 
 def build_report(defs: dg.Definitions, instance: dg.DagsterInstance, log_level: str = "INFO") -> str:

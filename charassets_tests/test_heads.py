@@ -85,6 +85,32 @@ def test_minilm_works_offline():
     assert out[0] @ out[1] > out[0] @ out[2]  # related tags are closer
 
 
+def test_bundled_tag_vectors_are_what_minilm_computes_and_spare_loading_it(tmp_path):
+    from charassets.domain.demo import embedded_feature_tags
+    from charassets.domain.lake import Lake
+    from charassets.domain.models.features import TAG_VECTOR_SCHEMA, TAG_VECTORS, bundled_tag_vectors, load_tag_cache
+
+    e = make_embedder("minilm")
+    seed = bundled_tag_vectors(e.id)
+    assert seed is not None and bundled_tag_vectors("hashing-64") is None  # only the embedder they were computed with
+    assert sorted(seed.get_column("tag").to_list()) == embedded_feature_tags()  # `make vocab` rewrites both together
+    sample = seed.sort("tag").gather_every(40)  # 13 tags, re-encoded by the real model
+    fresh = e.encode(sample.get_column("tag").to_list())
+    assert np.abs(vector_matrix(sample.get_column("vector")) - fresh).max() < 1e-5  # padding within a batch moves the last bits
+    # a lake whose records use only those tags encodes nothing and never loads the model
+    lake, cold = Lake(str(tmp_path / "lake")), make_embedder("minilm")
+    cache = load_tag_cache(lake, cold)
+    assert cache.ensure(["long_hair", "red_eyes", "sailor", "1girl", "red_eyes"]) == 0 and cold._loaded is None
+    # ... and the vectors it used are the rows to save in the lake (once), so its table holds every vector its records use
+    assert sorted(cache.new_frame().get_column("tag").to_list()) == ["1girl", "long_hair", "red_eyes", "sailor"]
+    assert cache.ensure(["long_hair"]) == 0 and cache.new_frame().height == 4
+    # the lake's own rows come first: a vector cached there is the one used
+    lake.append(
+        *TAG_VECTORS, pl.DataFrame({"embedder": [cold.id], "tag": ["long_hair"], "vector": [[0.5] * 384]}, schema=TAG_VECTOR_SCHEMA)
+    )
+    assert load_tag_cache(lake, cold).matrix[load_tag_cache(lake, cold).index["long_hair"]].max() == 0.5
+
+
 def test_masking_equals_pooling_the_remaining_tags(embedded_vocabulary):
     cache = TagVectorCache(HashingEmbedder(32))
     full, sums = pool(pl.Series([["1girl", "blonde_hair", "hatsune_miku", "smile"]]), cache, embedded_vocabulary)

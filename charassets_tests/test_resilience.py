@@ -13,13 +13,15 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from deltalake import DeltaTable, write_deltalake
 
 from charassets.definitions import build_definitions
 from charassets.defs.maintenance import TABLES, maintain_lake
 from charassets.domain.demo import generate
 from charassets.domain.lake import Lake
-from charassets.runner import run_partitions
+from charassets.runner import balanced_batches, run_partitions
 from charassets_tests.conftest import lake_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,6 +98,21 @@ def dataset(tmp_path_factory):
 
 def _mart(lake: Lake) -> pl.DataFrame:
     return lake.read("marts", "character_attributes").drop("partition").sort("record_id", "row_index", nulls_last=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(n=st.integers(1, 120), workers=st.integers(2, 8), per_run=st.integers(1, 60), dropped=st.sets(st.integers(0, 119)))
+def test_worker_runs_cover_every_partition_once_in_even_contiguous_ranges(n, workers, per_run, dropped):
+    known = [f"k{i:03d}" for i in range(n)]
+    wanted = [k for i, k in enumerate(known) if i not in dropped] or known[:1]
+    batches = balanced_batches(known, wanted, per_run, workers)
+    assert [k for b in batches for k in b] == wanted  # each wanted key once, in order
+    assert all(len(b) <= per_run for b in batches)
+    assert all(known.index(b[-1]) - known.index(b[0]) == len(b) - 1 for b in batches)  # one contiguous range per run
+    if len(wanted) == n:  # no gaps: a multiple of the workers, sizes within one, the larger first
+        sizes = [len(b) for b in batches]
+        assert len(batches) % workers == 0 or len(batches) == n
+        assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
 
 
 def test_parallel_runs_match_sequential_runs(dataset, tmp_path):

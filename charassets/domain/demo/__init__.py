@@ -1,7 +1,7 @@
 """Deterministic demo data: messy Danbooru-style tag records at any size (``records``), drawn from a catalogue of looks (``catalogue``)."""
 
 from charassets.domain.demo.catalogue import META, QUALITY, SCENE, SCENERY, Character, artist_names, load_characters
-from charassets.domain.demo.records import LAYOUTS, embedded_vocabulary_rows, generate, write_embedded_vocabulary
+from charassets.domain.demo.records import LAYOUTS, embedded_feature_tags, embedded_vocabulary_rows, generate, write_embedded_vocabulary
 
 __all__ = [
     "LAYOUTS",
@@ -11,6 +11,7 @@ __all__ = [
     "SCENERY",
     "Character",
     "artist_names",
+    "embedded_feature_tags",
     "embedded_vocabulary_rows",
     "generate",
     "load_characters",

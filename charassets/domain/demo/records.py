@@ -297,6 +297,23 @@ def embedded_vocabulary_rows(ontology: Ontology | None = None) -> list[tuple[str
     return [(t, code, 0, ",".join(aliases)) for t, (code, aliases) in sorted(rows.items())]
 
 
+def embedded_feature_tags(sample: int = 20_000) -> list[str]:
+    """Every tag a record vector of the embedded default pools: the general, character and copyright tags of the
+    project's vocabulary and the demo's Danbooru-only tags, and what ``sample`` generated demo rows (malformed ones
+    included) clean to. The set the bundled tag vectors cover (``make vocab``)."""
+    from charassets.domain.models.features import POOLED_CATEGORIES
+    from charassets.domain.tags.cleaning import clean_tags
+    from charassets.domain.tags.vocabulary import Vocabulary
+
+    written = sorted({t for t, code, _, _ in embedded_vocabulary_rows() if code in (0, 3, 4)} | set(UNLISTED))
+    generated = [row["tags"] for row in _rows(sample, [0], load_characters(), 0.05, "ordered") if isinstance(row, dict) and row["tags"]]
+    texts = written + generated
+    records = pl.DataFrame({"record_id": [str(i) for i in range(len(texts))], "tags_raw": texts})
+    clean, _ = clean_tags(records, {"tags": "tags_raw"}, ", ", Vocabulary.embedded())
+    pooled = clean.select(pl.concat_list(*POOLED_CATEGORIES).explode().drop_nulls().unique()).to_series()
+    return sorted(pooled.to_list())
+
+
 def write_embedded_vocabulary(path: str | Path) -> None:
     pl.DataFrame(embedded_vocabulary_rows(), schema=["tag", "category", "post_count", "aliases"], orient="row").write_csv(
         path, include_header=False, quote_style="non_numeric"

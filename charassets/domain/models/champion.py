@@ -16,6 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from charassets.domain.models.features import vector_matrix
+from charassets.domain.models.fitting import each_head
 from charassets.domain.models.heads import HeadConfig
 from charassets.domain.models.metrics import evaluate, evaluate_multilabel
 from charassets.domain.models.registry import LoggedHead, ModelStore
@@ -81,20 +82,25 @@ def train_log_and_gate(
     ``cache``/``weights`` (tag vectors): mask a field's own evidence out of the text vectors (None for images).
     """
     out = TrainingOutcome()
-    for f in fields:
-        key = key_prefix + f.key
+
+    def train_one(f) -> tuple[FieldResult | None, str]:
+        """A field's head on its sampled records, and the digest of what it was trained on."""
         cand = cands[f.key]
         joined = cand.join(emb, on="record_id", how="inner") if cand is not None else None
-        result = None
-        if joined is not None and joined.height:
-            vectors = vector_matrix(joined.get_column("vector"))
-            trainer = train_multi_field if f.cardinality == "multi" else train_field
-            sums = joined.get_column("weight_sum").to_numpy() if cache is not None else None
-            result = trainer(f, joined, vectors, sums, cache, weights, head_config)
+        if joined is None or not joined.height:
+            return None, ""
+        vectors = vector_matrix(joined.get_column("vector"))
+        trainer = train_multi_field if f.cardinality == "multi" else train_field
+        sums = joined.get_column("weight_sum").to_numpy() if cache is not None else None
+        result = trainer(f, joined, vectors, sums, cache, weights, head_config)
+        return result, training_digest(key_prefix + f.key, joined, head_config, per_class, data_tags.get("embedder", ""))
+
+    # the heads train concurrently when a build lends its worker processes (``fitting``); logging and gating stay in order
+    for f, (result, digest) in zip(fields, each_head(train_one, fields), strict=True):
+        key = key_prefix + f.key
         if result is None:
             out.skipped[f.name] = "fewer than two classes with enough labels"
             continue
-        digest = training_digest(key, joined, head_config, per_class, data_tags.get("embedder", ""))
         if store.champion_tags(key).get("training_digest") == digest:
             version = store.champion(key)[0]
             out.gate_rows.append(

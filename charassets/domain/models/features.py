@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -117,15 +118,21 @@ def tag_weights(tags: list[str] | pl.Series, vocabulary: Vocabulary) -> np.ndarr
 class TagVectorCache:
     """Vectors of distinct tags for one embedder; ``missing`` says which still need encoding."""
 
-    def __init__(self, embedder: Embedder, known: pl.DataFrame | None = None):
+    def __init__(self, embedder: Embedder, known: pl.DataFrame | None = None, bundled: pl.DataFrame | None = None):
         self.embedder = embedder
         self.index: dict[str, int] = {}
         self.matrix = np.zeros((0, 0), dtype=np.float32)
         self.new_rows: list[tuple[str, np.ndarray]] = []
         self._frame: pl.DataFrame | None = None
-        if known is not None and known.height:
-            known = known.filter(pl.col("embedder") == embedder.id).unique("tag", keep="first")
-            self._add(known.get_column("tag").to_list(), vector_matrix(known.get_column("vector")), new=False)
+        self._unsaved: set[str] = set()  # bundled vectors not in the lake yet: saved there once a record uses them
+        for frame, saved in ((known, True), (bundled, False)):
+            if frame is None or not frame.height:
+                continue
+            frame = frame.filter((pl.col("embedder") == embedder.id) & ~pl.col("tag").is_in(list(self.index)))
+            frame = frame.unique("tag", keep="first", maintain_order=True)
+            self._add(frame.get_column("tag").to_list(), vector_matrix(frame.get_column("vector")), new=False)
+            if not saved:
+                self._unsaved |= set(frame.get_column("tag").to_list())
 
     def _add(self, tags: list[str], vectors: np.ndarray, new: bool) -> None:
         if not tags:
@@ -147,8 +154,12 @@ class TagVectorCache:
         return self._frame
 
     def ensure(self, tags: list[str] | pl.Series) -> int:
-        """Encode the tags not cached yet; returns how many were encoded."""
+        """Encode the tags not cached yet; returns how many were encoded (bundled vectors are used, not encoded)."""
         distinct = pl.Series("tag", tags, dtype=pl.String).drop_nulls().unique()
+        if self._unsaved:  # bundled vectors in use: written to the lake with the ones encoded now
+            used = sorted(self._unsaved.intersection(distinct.to_list()))
+            self.new_rows += [(t, self.matrix[self.index[t]]) for t in used]
+            self._unsaved.difference_update(used)
         missing = sorted(distinct.filter(~distinct.is_in(self.frame().get_column("tag"))).to_list())
         if missing:
             self._add(missing, self.embedder.encode(missing), new=True)
@@ -166,7 +177,7 @@ class TagVectorCache:
         return tag_weights(list(self.index), vocabulary)
 
     def new_frame(self) -> pl.DataFrame:
-        """The vectors encoded since loading, to append to the cache table."""
+        """The vectors encoded, or taken from the bundle, since loading: to append to the cache table."""
         rows = self.new_rows
         return pl.DataFrame(
             {"embedder": [self.embedder.id] * len(rows), "tag": [t for t, _ in rows], "vector": [v.tolist() for _, v in rows]},
@@ -175,12 +186,43 @@ class TagVectorCache:
 
 
 TAG_VECTORS = ("features", "tag_vectors")
+BUNDLED_TAG_VECTORS = Path(__file__).resolve().parents[2] / "data" / "tag_vectors"
+
+
+def bundled_tag_vectors_path(embedder_id: str, folder: Path = BUNDLED_TAG_VECTORS) -> Path:
+    return folder / f"{embedder_id}.parquet"
+
+
+def bundled_tag_vectors(embedder_id: str, folder: Path = BUNDLED_TAG_VECTORS) -> pl.DataFrame | None:
+    """The vectors shipped with the package for the embedded vocabulary's own tags (None for an embedder without them).
+
+    They are what the embedder computes (``write_bundled_tag_vectors``; a test re-encodes a
+    sample and compares): with them, a lake whose records use only those tags (the demo, the
+    benchmark) never loads the text model.
+    """
+    path = bundled_tag_vectors_path(embedder_id, folder)
+    if not path.exists():
+        return None
+    return pl.read_parquet(path).select(pl.lit(embedder_id).alias("embedder"), "tag", "vector").cast(TAG_VECTOR_SCHEMA)  # type: ignore[arg-type]
+
+
+def write_bundled_tag_vectors(embedder: Embedder, tags: list[str], folder: Path = BUNDLED_TAG_VECTORS) -> Path:
+    """Encode ``tags`` (in sorted order, as the cache encodes what it misses) and write them for ``bundled_tag_vectors``."""
+    ordered = sorted(set(tags))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = bundled_tag_vectors_path(embedder.id, folder)
+    pl.DataFrame({"tag": ordered, "vector": list_vector_column(embedder.encode(ordered))}).write_parquet(path, compression="zstd")
+    return path
 
 
 def load_tag_cache(table, embedder: Embedder) -> TagVectorCache:
-    """The cached vectors of one embedder (``table``: a lake, or an asset's declared lake that declares the cache)."""
+    """The cached vectors of one embedder (``table``: a lake, or an asset's declared lake that declares the cache).
+
+    The lake's rows come first; the bundled vectors of the embedded vocabulary fill in the tags the lake lacks
+    (and ``new_frame`` then holds those a record used, so the lake's table holds every vector its records use).
+    """
     known = table.scan(*TAG_VECTORS).filter(pl.col("embedder") == embedder.id).collect() if table.exists(*TAG_VECTORS) else None
-    return TagVectorCache(embedder, known)
+    return TagVectorCache(embedder, known, bundled_tag_vectors(embedder.id))
 
 
 def compact_tag_cache(lake, stage: str, table: str) -> int:

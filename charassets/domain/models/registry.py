@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import mlflow
@@ -47,9 +48,14 @@ class ModelStore:
 
     def __init__(self, tracking_uri: str, experiment: str | None = None, artifact_root: str | None = None):
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        _init_sqlite_store(tracking_uri)
         self.tracking_uri, self.experiment, self.artifact_root = tracking_uri, experiment, artifact_root
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    @cached_property
+    def client(self) -> MlflowClient:
+        """The store's client, opened on first use (a new sqlite store's tables take 2-3 s to create: training
+        opens it once its first head is fitted, while the others are still fitting)."""
+        _init_sqlite_store(self.tracking_uri)
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     def experiment_id(self) -> str:
         """The experiment runs are logged to, created (at ``artifact_root``) on first use."""

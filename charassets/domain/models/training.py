@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from charassets.domain.models.fitting import fit
 from charassets.domain.models.heads import (
     NEVER,
     HeadConfig,
@@ -150,7 +151,7 @@ def train_field(
     x = vectors if cache is None else masked_features(vectors, sums, cand.get_column("evidence"), cache, weights)
     y = cand.get_column("label").to_list()
     val = stable_split(split_keys(cand), y)
-    head = train_head(spec.name, x[~val], [v for v, m in zip(y, val, strict=True) if not m], config)
+    head = fit(train_head, spec.name, x[~val], [v for v, m in zip(y, val, strict=True) if not m], config)
     index = {c: i for i, c in enumerate(head.classes)}
     y_val = np.array([index[v] for v, m in zip(y, val, strict=True) if m])
     proba = head.predict_proba(x[val])
@@ -261,7 +262,7 @@ def train_multi_field(
     first = [s[0] if s else "" for s in sets]
     val = stable_split(split_keys(cand), first)
     train_sets = [s for s, m in zip(sets, val, strict=True) if not m]
-    head = train_multilabel_head(spec.name, x[~val], train_sets, config)
+    head = fit(train_multilabel_head, spec.name, x[~val], train_sets, config)
     y_val = multi_hot([s for s, m in zip(sets, val, strict=True) if m], head.classes)
     proba = head.predict_proba(x[val])
     head.class_thresholds, head.class_precision = choose_class_thresholds(proba, y_val)
