@@ -13,9 +13,9 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
+from deltalake import DeltaTable, write_deltalake
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from deltalake import DeltaTable, write_deltalake
 
 from charassets.definitions import build_definitions
 from charassets.defs.maintenance import TABLES, maintain_lake
