@@ -169,7 +169,7 @@ def main() -> None:
         build = build_everything(defs, instance, log_level="WARNING", per_run=4, workers=args.workers, env=env)
         wall = time.perf_counter() - t1
         step_s: dict[str, float] = {}
-        for run_id in [*build.prepared.runs, build.trained.run_id, *build.published.runs]:
+        for run_id in [*build.prepared.runs, *build.training_run_ids, *build.published.runs]:
             starts = {}
             for ev in instance.all_logs(run_id):
                 if ev.dagster_event is None:

@@ -80,10 +80,10 @@ def main() -> None:
     with dg.DagsterInstance.local_temp(str(out / "dagster")) as instance:
         build = build_everything(defs, instance, log_level="WARNING", per_run=args.per_run, workers=args.workers, env=env)
         wall = time.perf_counter() - t1
-        report, trained, published, phases = build.prepared, build.trained, build.published, build.seconds
+        report, published, phases = build.prepared, build.published, build.seconds
         step_s: dict[str, float] = {}
         run_s = 0.0  # summed run durations (runs overlap when several workers run them)
-        for run_id in [*report.runs, trained.run_id, *published.runs]:
+        for run_id in [*report.runs, *build.training_run_ids, *published.runs]:
             starts, bounds = {}, []
             for ev in instance.all_logs(run_id):
                 if ev.dagster_event is None:

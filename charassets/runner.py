@@ -128,7 +128,7 @@ def run_partitions(
     unknown = sorted(set(partitions or []) - set(known))
     if unknown:
         raise ValueError(f"unknown partitions: {unknown[:5]}")
-    batches = contiguous_batches(known, wanted, per_run) if workers == 1 else balanced_batches(known, wanted, per_run, workers)
+    batches = contiguous_batches(known, wanted, per_run) if workers <= 1 else balanced_batches(known, wanted, per_run, workers)
     t1 = time.perf_counter()
     if workers > 1 and len(batches) > 1:
         _run_in_workers(instance, batches, job_name, log_level, workers, env if env is not None else os.environ, report, pool)
@@ -163,7 +163,8 @@ def balanced_batches(known: list[str], wanted: list[str], per_run: int, workers:
     partition, the larger first), each at most ``per_run`` keys and about ``RUNS_PER_WORKER`` per worker.
 
     Seven runs of three partitions on two workers would leave one worker idle for the whole last run; eight runs of
-    three and two keep both busy to the end. A gap in ``wanted`` also ends a run (a run covers one contiguous range).
+    three and two keep both busy to the end. A gap in ``wanted`` also ends a run (a run covers one contiguous range),
+    so gaps (``only_missing``) give more, uneven runs; fewer keys than planned runs give one run per key.
     """
     n = len(wanted)
     if n == 0:
@@ -249,8 +250,8 @@ def _worker_pool(workers: int, instance: dg.DagsterInstance, env: Mapping[str, s
     try:
         yield pool
     finally:
-        # the callers have every result they wait for here: the workers' exit (interpreter teardown, ~2 s) overlaps
-        # what comes next; on an error, runs not started yet are cancelled
+        # on success the callers hold every result here, and the workers' exit (interpreter teardown, ~2 s) overlaps
+        # what comes next; on an error, runs not started are cancelled and the ones running finish on their own
         pool.shutdown(wait=False, cancel_futures=True)
         for k, v in saved.items():
             if v is None:
@@ -335,6 +336,12 @@ class BuildReport:
     parent_peak_rss_mb: dict[str, float] = field(default_factory=dict)
     report_peak_rss_mb: float | None = None  # the report's own process, when the build used worker processes
     profiles_failed_checks: list[str] = field(default_factory=list)  # when a worker built the profiles
+    profiles_run_id: str | None = None  # the worker's build_profiles run, when there was one
+
+    @property
+    def training_run_ids(self) -> list[str]:
+        """The training phase's Dagster runs: the heads' run, and the profiles' run when a worker built them."""
+        return [self.trained.run_id] + ([self.profiles_run_id] if self.profiles_run_id else [])
 
     @property
     def failed_checks(self) -> list[str]:
@@ -364,14 +371,18 @@ def build_everything(
         peak["prepare"] = peak_rss_mb()
         t1 = time.perf_counter()
         profiles_failed: list[str] = []
+        profiles_run: str | None = None
         if pool is not None:  # the workers build the character profiles and fit the heads this process samples and scores
+            # (profiles and heads are independent assets: a failure of one does not stop the other; either fails the build)
             profiles = pool.submit(_worker_job, "build_profiles", log_level)
-            with fitting_in(pool, workers):
-                trained = train(defs, instance, log_level=log_level, assets=HEADS)
-            side = profiles.result()
+            try:
+                with fitting_in(pool, workers):
+                    trained = train(defs, instance, log_level=log_level, assets=HEADS)
+            finally:
+                side = profiles.result()  # never leave it writing to the lake unattended
             if side["error"]:
                 raise RuntimeError(f"building character profiles failed: {side['error']}")
-            profiles_failed = side["failed"]
+            profiles_failed, profiles_run = side["failed"], side["run_id"]
             prepared.worker_peak_rss_mb[side["pid"]] = round(max(side["peak_rss_mb"], prepared.worker_peak_rss_mb.get(side["pid"], 0.0)))
         else:
             trained = train(defs, instance, log_level=log_level)
@@ -395,7 +406,7 @@ def build_everything(
         build_report(defs, instance, log_level)
         peak["report"] = peak_rss_mb()
     seconds["report_s"] = round(time.perf_counter() - t4, 1)
-    return BuildReport(prepared, trained, published, seconds, peak, report_rss, profiles_failed)
+    return BuildReport(prepared, trained, published, seconds, peak, report_rss, profiles_failed, profiles_run)
 
 
 def build_report(defs: dg.Definitions, instance: dg.DagsterInstance, log_level: str = "INFO") -> str:

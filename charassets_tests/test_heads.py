@@ -338,3 +338,35 @@ def test_a_full_build_writes_the_final_table_once_with_the_new_models(tmp_path):
     assert not build.failed_checks and set(build.seconds) == {"prepare_s", "train_s", "publish_s", "report_s"}
     sources_used = lake.read("marts", "character_attributes").select(pl.col("hair_color").struct.field("source")).to_series().value_counts()
     assert {"tags", "profile"} <= set(sources_used[:, 0].drop_nulls().to_list())
+
+
+def test_heads_fitted_in_a_lent_pool_stop_with_the_caller():
+    """``each_head`` with a lent pool: results in order; closed early, the heads not started never start, and the ones
+    in flight finish before it returns (no fit outlives the pool). A thread pool stands in for the build's workers."""
+    import threading
+    import time as _time
+    from concurrent.futures import ThreadPoolExecutor
+    from contextlib import closing
+
+    from charassets.domain.models.fitting import each_head, fit, fitting_in
+
+    started, finished, lock = [], [], threading.Lock()
+
+    def slow_square(i: int) -> int:
+        with lock:
+            started.append(i)
+        _time.sleep(0.05)
+        with lock:
+            finished.append(i)
+        return i * i
+
+    with ThreadPoolExecutor(2) as workers, fitting_in(workers, width=2):
+        assert list(each_head(lambda i: fit(slow_square, i), range(6))) == [0, 1, 4, 9, 16, 25]
+        started.clear(), finished.clear()
+        with closing(each_head(lambda i: fit(slow_square, i), range(20))) as heads:
+            assert next(heads) == 0
+        assert sorted(started) == sorted(finished) and len(started) < 20  # in flight finished; the rest cancelled
+        settled = len(started)
+        _time.sleep(0.2)
+        assert len(started) == settled
+    assert list(each_head(lambda i: fit(slow_square, i), range(3))) == [0, 1, 4]  # nothing lent: here, in order

@@ -234,6 +234,7 @@ def test_whole_build_with_the_lake_on_object_storage(s3_endpoint, tmp_path, monk
     (tmp_path / "dagster").mkdir()
     with dg.DagsterInstance.local_temp(str(tmp_path / "dagster")) as instance:
         build = build_everything(defs, instance, log_level="WARNING", workers=2, env=env)
+        profiles_run = instance.get_run_by_id(build.profiles_run_id) if build.profiles_run_id else None
     assert not build.failed_checks and len(build.prepared.worker_peak_rss_mb) == 2
     lake = Lake("s3://lake/charassets", options)
     expected = dict(lake.read("raw", "source_partitions").select("partition", "row_count").iter_rows())
@@ -242,3 +243,8 @@ def test_whole_build_with_the_lake_on_object_storage(s3_endpoint, tmp_path, monk
     assert len(fs.glob("lake/charassets/exports/character_attributes/jsonl/*.jsonl.gz")) == len(expected)
     assert fs.exists("lake/charassets/exports/character_attributes/schema.json")
     assert build.report_peak_rss_mb and fs.exists("lake/charassets/reports/dataset_report.html")
+    # the idle workers built the profiles (their own run) and fitted the heads the parent logged
+    assert profiles_run is not None and profiles_run.job_name == "build_profiles" and profiles_run.is_success
+    assert lake.read("marts", "character_profiles").height > 0
+    heads = heads_metadata(build.trained)
+    assert heads["macro_f1"].value and not heads["skipped"].value

@@ -22,11 +22,11 @@ from charassets.domain.models.features import (
 def tag_vectors(
     context: dg.AssetExecutionContext, lake: LakeResource, catalog: CatalogResource, embedder: EmbedderResource
 ) -> dg.MaterializeResult:
-    """One vector per distinct tag and embedder: each chunk's tags not yet cached are encoded once and appended."""
+    """One vector per distinct tag and embedder: each chunk's tags not yet cached are encoded once (or taken from the bundled vectors) and appended."""
     table = lake.for_asset(context)
     model = embedder.embedder()
     cache = load_tag_cache(table, model)
-    cached_before = len(cache.index)
+    cached_before = cache.saved
 
     def work(key: str) -> dict:
         if embedder.mode == "full":  # whole tag lists are encoded by the embeddings asset: no per-tag cache
@@ -42,11 +42,12 @@ def tag_vectors(
     stats = for_each_partition(context, work, row_counts={TAG_VECTORS: "tags_encoded"})
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": len(cache.index),
+            "dagster/row_count": cache.saved,
             "embedder": model.id,
             "tags_encoded": sum(s["tags_encoded"] for s in stats),
             "tags_cached_before": cached_before,
-            "tags_cached": len(cache.index),
+            "tags_cached": cache.saved,
+            "tags_bundled_unused": len(cache.index) - cache.saved,
             "per_partition": per_partition(stats),
         }
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import polars as pl
 from charassets.domain.models.features import vector_matrix
 from charassets.domain.models.fitting import each_head
 from charassets.domain.models.heads import HeadConfig
-from charassets.domain.models.metrics import evaluate, evaluate_multilabel
+from charassets.domain.models.metrics import evaluate, evaluate_multilabel, sklearn_metrics
 from charassets.domain.models.registry import LoggedHead, ModelStore
 from charassets.domain.models.sampling import training_digest
 from charassets.domain.models.training import FieldResult, plots, train_field, train_multi_field
@@ -95,49 +96,54 @@ def train_log_and_gate(
         result = trainer(f, joined, vectors, sums, cache, weights, head_config)
         return result, training_digest(key_prefix + f.key, joined, head_config, per_class, data_tags.get("embedder", ""))
 
-    # the heads train concurrently when a build lends its worker processes (``fitting``); logging and gating stay in order
-    for f, (result, digest) in zip(fields, each_head(train_one, fields), strict=True):
-        key = key_prefix + f.key
-        if result is None:
-            out.skipped[f.name] = "fewer than two classes with enough labels"
-            continue
-        if store.champion_tags(key).get("training_digest") == digest:
-            version = store.champion(key)[0]
-            out.gate_rows.append(
+    # the heads train concurrently when a build lends its worker processes (``fitting``); logging and gating stay in order.
+    # scikit-learn is imported here first: two head threads importing it at once can deadlock on Python 3.11
+    sklearn_metrics()
+    with closing(each_head(train_one, fields)) as trained:  # closed early on an error: no fit outlives the build's pool
+        for f, (result, digest) in zip(fields, trained, strict=True):
+            key = key_prefix + f.key
+            if result is None:
+                out.skipped[f.name] = "fewer than two classes with enough labels"
+                continue
+            if store.champion_tags(key).get("training_digest") == digest:
+                version = store.champion(key)[0]
+                out.gate_rows.append(
+                    {
+                        "field": f.name,
+                        "version": version,
+                        "promoted": False,
+                        "unchanged": True,
+                        "challenger_macro_f1": round(result.metrics["macro_f1"], 4),
+                        "champion_macro_f1": None,
+                        "champion_version": version,
+                        "decision": f"unchanged: same data and config as champion v{version}, no new version",
+                    }
+                )
+                log.info(f"{f.name}: same data and config as champion v{version}: unchanged, no new version")
+                continue
+            beats_majority = result.metrics["macro_f1"] > result.baselines["majority"]
+            logged = _log_result(store, key, f.name, result, head_config, per_class, data_tags, beats_majority, digest, bool(key_prefix))
+            gate = champion_gate(store, key, logged, result)
+            out.gate_rows.append({"field": f.name, "unchanged": False, **gate})
+            out.summary.append(
                 {
                     "field": f.name,
-                    "version": version,
-                    "promoted": False,
-                    "unchanged": True,
-                    "challenger_macro_f1": round(result.metrics["macro_f1"], 4),
-                    "champion_macro_f1": None,
-                    "champion_version": version,
-                    "decision": f"unchanged: same data and config as champion v{version}, no new version",
+                    "version": logged.version,
+                    "macro_f1": round(result.metrics["macro_f1"], 4),
+                    "majority": round(result.baselines["majority"], 4),
+                    "character_rule": round(result.baselines["character_rule"], 4),
+                    "beats_majority": beats_majority,
+                    "fills": bool(result.head.meta.get("fills")),
+                    "classes_firing": len(result.head.firing_classes),
+                    "coverage_at_threshold": round(result.metrics["coverage_at_threshold"], 3),
+                    "n_train": result.n_train,
+                    "n_val": result.n_val,
+                    "champion": gate["champion_version"],
                 }
             )
-            log.info(f"{f.name}: same data and config as champion v{version}: unchanged, no new version")
-            continue
-        beats_majority = result.metrics["macro_f1"] > result.baselines["majority"]
-        logged = _log_result(store, key, f.name, result, head_config, per_class, data_tags, beats_majority, digest, bool(key_prefix))
-        gate = champion_gate(store, key, logged, result)
-        out.gate_rows.append({"field": f.name, "unchanged": False, **gate})
-        out.summary.append(
-            {
-                "field": f.name,
-                "version": logged.version,
-                "macro_f1": round(result.metrics["macro_f1"], 4),
-                "majority": round(result.baselines["majority"], 4),
-                "character_rule": round(result.baselines["character_rule"], 4),
-                "beats_majority": beats_majority,
-                "fills": bool(result.head.meta.get("fills")),
-                "classes_firing": len(result.head.firing_classes),
-                "coverage_at_threshold": round(result.metrics["coverage_at_threshold"], 3),
-                "n_train": result.n_train,
-                "n_val": result.n_val,
-                "champion": gate["champion_version"],
-            }
-        )
-        log.info(f"{f.name}: macro-F1 {result.metrics['macro_f1']:.3f} (majority {result.baselines['majority']:.3f}), {gate['decision']}")
+            log.info(
+                f"{f.name}: macro-F1 {result.metrics['macro_f1']:.3f} (majority {result.baselines['majority']:.3f}), {gate['decision']}"
+            )
     return out
 
 

@@ -144,6 +144,12 @@ class TagVectorCache:
         if new:
             self.new_rows += list(zip(tags, vectors, strict=True))
 
+    @property
+    def saved(self) -> int:
+        """How many of the cached vectors the lake holds (or will, once ``new_frame`` is appended): not the bundled ones
+        no record has used."""
+        return len(self.index) - len(self._unsaved)
+
     def frame(self) -> pl.DataFrame:
         """``tag`` -> ``row`` (its row in ``matrix``), for vectorized lookups by join."""
         if self._frame is None:

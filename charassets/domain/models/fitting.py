@@ -3,9 +3,11 @@
 A full build with worker processes (``runner.build_everything``) lends them to training: each
 head's fit (the epochs of ``train_head`` / ``train_multilabel_head``, most of training's time)
 runs in a worker while this process samples, masks and scores the others. A fit seeds torch
-itself, so it is reproducible wherever it runs; a worker fits with one torch thread, and a
-head fitted with two threads differs from it in the last bits of its weights (at most ~5e-8,
-measured), never in what the table says (a 200k-record build wrote the same final table).
+itself, so it is reproducible wherever it runs with as many torch threads; a worker has its
+share of the cores (one thread each for two workers on two cores), and a head fitted with
+another thread count differs in the last bits of its weights (at most ~5e-8 for one thread
+against two, measured), not in what the table says (a 200k-record build wrote the same final
+table either way).
 """
 
 from __future__ import annotations
@@ -43,10 +45,18 @@ def fit(trainer: Callable[..., R], *args) -> R:
 
 def each_head(work: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
     """``work`` over ``items``, yielded in order: one after another, or ``width`` at a time (threads) while a pool
-    is lent, so that the caller handles each result (logs a head) while the next ones are still being fitted."""
+    is lent, so that the caller handles each result (logs a head) while the next ones are still being fitted.
+
+    Close the generator when stopping early (``contextlib.closing``): the heads not started are
+    cancelled and the ones in flight (at most ``width``) finished before it returns, so no fit
+    outlives the pool it was lent.
+    """
     items = list(items)
     if "pool" not in _LENT or len(items) < 2:
         yield from (work(i) for i in items)
         return
-    with ThreadPoolExecutor(int(_LENT["width"]), thread_name_prefix="head") as threads:  # type: ignore[arg-type]
+    threads = ThreadPoolExecutor(int(_LENT["width"]), thread_name_prefix="head")  # type: ignore[arg-type]
+    try:
         yield from threads.map(work, items)
+    finally:
+        threads.shutdown(wait=True, cancel_futures=True)
