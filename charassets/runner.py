@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from charassets.defs.jobs import HEADS
 from charassets.defs.partitions import PARTITIONS_PER_RUN, record_chunks
 from charassets.domain.models.fitting import fitting_in
 
@@ -186,9 +187,11 @@ def balanced_batches(known: list[str], wanted: list[str], per_run: int, workers:
     return batches
 
 
-def _execute(job: dg.JobDefinition, instance: dg.DagsterInstance, batch: list[str], log_level: str) -> tuple[str, list[str]]:
-    """One run over a contiguous range of partitions; returns its id and its failed checks."""
-    tags = {RANGE_START: batch[0], RANGE_END: batch[-1]} if len(batch) > 1 else {"dagster/partition": batch[0]}
+def _execute(job: dg.JobDefinition, instance: dg.DagsterInstance, batch: list[str] | None, log_level: str) -> tuple[str, list[str]]:
+    """One run over a contiguous range of partitions (None: an unpartitioned job); returns its id and its failed checks."""
+    tags = {}
+    if batch is not None:
+        tags = {RANGE_START: batch[0], RANGE_END: batch[-1]} if len(batch) > 1 else {"dagster/partition": batch[0]}
     result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=True, run_config=_log_config(log_level))
     return result.run_id, failed_checks(result)
 
@@ -214,7 +217,7 @@ def _worker_init(env: dict[str, str], instance_ref) -> None:
     _WORKER["instance"] = dg.DagsterInstance.from_ref(instance_ref)
 
 
-def _worker_run(job_name: str, batch: list[str], log_level: str) -> dict:
+def _worker_run(job_name: str, batch: list[str] | None, log_level: str) -> dict:
     try:
         run_id, failed = _execute(_WORKER["defs"].resolve_job_def(job_name), _WORKER["instance"], batch, log_level)
         error = None
@@ -260,13 +263,18 @@ def _worker_pool(workers: int, instance: dg.DagsterInstance, env: Mapping[str, s
                 os.environ[k] = v
 
 
+def _note_worker(report: RunReport, out: dict) -> None:
+    """Keep the highest peak RSS each worker process reported."""
+    report.worker_peak_rss_mb[out["pid"]] = round(max(out["peak_rss_mb"], report.worker_peak_rss_mb.get(out["pid"], 0.0)))
+
+
 def _run_in_workers(instance, batches, job_name, log_level, workers, env, report: RunReport, pool=None) -> None:
     errors = []
     with _worker_pool(workers, instance, env) if pool is None else nullcontext(pool) as pool:
         futures = [(batch, pool.submit(_worker_run, job_name, batch, log_level)) for batch in batches]
         for batch, future in futures:
             out = future.result()
-            report.worker_peak_rss_mb[out["pid"]] = round(max(out["peak_rss_mb"], report.worker_peak_rss_mb.get(out["pid"], 0.0)))
+            _note_worker(report, out)
             if out["error"]:
                 errors.append(f"{batch[0]}..{batch[-1]}: {out['error']}")
                 continue
@@ -308,23 +316,6 @@ def train(
     return defs.resolve_job_def("train_heads").execute_in_process(
         instance=instance, run_config=config, raise_on_error=True, asset_selection=assets
     )
-
-
-HEADS = [dg.AssetKey(["models", "attribute_heads"]), dg.AssetKey(["models", "image_heads"])]
-
-
-def _worker_job(job_name: str, log_level: str) -> dict:
-    """An unpartitioned job in a worker process; reported like ``_worker_run``."""
-    try:
-        result = (
-            _WORKER["defs"]
-            .resolve_job_def(job_name)
-            .execute_in_process(instance=_WORKER["instance"], run_config=_log_config(log_level), raise_on_error=True)
-        )
-        run_id, failed, error = result.run_id, failed_checks(result), None
-    except Exception as e:  # reported to the parent, which raises it
-        run_id, failed, error = None, [], f"{type(e).__name__}: {e}"
-    return {"run_id": run_id, "failed": failed, "error": error, "pid": os.getpid(), "peak_rss_mb": peak_rss_mb()}
 
 
 @dataclass
@@ -374,7 +365,7 @@ def build_everything(
         profiles_run: str | None = None
         if pool is not None:  # the workers build the character profiles and fit the heads this process samples and scores
             # (profiles and heads are independent assets: a failure of one does not stop the other; either fails the build)
-            profiles = pool.submit(_worker_job, "build_profiles", log_level)
+            profiles = pool.submit(_worker_run, "build_profiles", None, log_level)
             try:
                 with fitting_in(pool, workers):
                     trained = train(defs, instance, log_level=log_level, assets=HEADS)
@@ -383,7 +374,7 @@ def build_everything(
             if side["error"]:
                 raise RuntimeError(f"building character profiles failed: {side['error']}")
             profiles_failed, profiles_run = side["failed"], side["run_id"]
-            prepared.worker_peak_rss_mb[side["pid"]] = round(max(side["peak_rss_mb"], prepared.worker_peak_rss_mb.get(side["pid"], 0.0)))
+            _note_worker(prepared, side)
         else:
             trained = train(defs, instance, log_level=log_level)
         peak["train"] = peak_rss_mb()

@@ -41,9 +41,10 @@ prepare_records = dg.define_asset_job(
     partitions_def=record_chunks,
     description="Per-record assets up to labels and embeddings: what training needs (a full build publishes after training).",
 )
+HEADS = [dg.AssetKey(["models", "attribute_heads"]), dg.AssetKey(["models", "image_heads"])]  # train_heads without the profiles
 train_heads = dg.define_asset_job(
     "train_heads",
-    selection=dg.AssetSelection.assets(["models", "attribute_heads"], ["models", "image_heads"], ["marts", "character_profiles"]),
+    selection=dg.AssetSelection.assets(*HEADS, ["marts", "character_profiles"]),
     description="Train the attribute heads (on tag and on image embeddings) and build character profiles from every materialized partition.",
 )
 build_profiles = dg.define_asset_job(

@@ -19,7 +19,7 @@ import polars as pl
 from charassets.domain.models.features import vector_matrix
 from charassets.domain.models.fitting import each_head
 from charassets.domain.models.heads import HeadConfig
-from charassets.domain.models.metrics import evaluate, evaluate_multilabel, sklearn_metrics
+from charassets.domain.models.metrics import evaluate, evaluate_multilabel, import_sklearn
 from charassets.domain.models.registry import LoggedHead, ModelStore
 from charassets.domain.models.sampling import training_digest
 from charassets.domain.models.training import FieldResult, plots, train_field, train_multi_field
@@ -96,9 +96,8 @@ def train_log_and_gate(
         result = trainer(f, joined, vectors, sums, cache, weights, head_config)
         return result, training_digest(key_prefix + f.key, joined, head_config, per_class, data_tags.get("embedder", ""))
 
-    # the heads train concurrently when a build lends its worker processes (``fitting``); logging and gating stay in order.
-    # scikit-learn is imported here first: two head threads importing it at once can deadlock on Python 3.11
-    sklearn_metrics()
+    # the heads train concurrently when a build lends its worker processes (``fitting``); logging and gating stay in order
+    import_sklearn()
     with closing(each_head(train_one, fields)) as trained:  # closed early on an error: no fit outlives the build's pool
         for f, (result, digest) in zip(fields, trained, strict=True):
             key = key_prefix + f.key

@@ -5,22 +5,18 @@ scikit-learn is imported where a head is scored (about 1.2 s): processes that on
 
 from __future__ import annotations
 
-from types import ModuleType
-
 import numpy as np
 
 
-def sklearn_metrics() -> ModuleType:
-    """``sklearn.metrics``, imported on first use."""
-    import sklearn.metrics
-
-    return sklearn.metrics
+def import_sklearn() -> None:
+    """Import ``sklearn.metrics`` now (before threads score heads: two threads importing it at once can deadlock on 3.11)."""
+    import sklearn.metrics  # noqa: F401
 
 
 def evaluate_multilabel(classes: list[str], y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     """Per-class precision/recall/F1/support, macro-F1, and each class's 2x2 confusion (raw and row-normalised)."""
-    m = sklearn_metrics()
-    classification_report, f1_score, multilabel_confusion_matrix = m.classification_report, m.f1_score, m.multilabel_confusion_matrix
+    from sklearn.metrics import classification_report, f1_score, multilabel_confusion_matrix
+
     report = classification_report(y_true, y_pred, target_names=classes, output_dict=True, zero_division=0)
     cms = multilabel_confusion_matrix(y_true, y_pred)
     return {
@@ -36,8 +32,8 @@ def evaluate_multilabel(classes: list[str], y_true: np.ndarray, y_pred: np.ndarr
 
 def evaluate(classes: list[str], y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     """Per-class precision/recall/F1/support, macro-F1, raw and row-normalised confusion matrices."""
-    m = sklearn_metrics()
-    classification_report, confusion_matrix, f1_score = m.classification_report, m.confusion_matrix, m.f1_score
+    from sklearn.metrics import classification_report, confusion_matrix, f1_score
+
     labels = list(range(len(classes)))
     report = classification_report(y_true, y_pred, labels=labels, target_names=classes, output_dict=True, zero_division=0)
     cm = confusion_matrix(y_true, y_pred, labels=labels)
