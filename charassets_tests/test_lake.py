@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import polars as pl
+from deltalake import DeltaTable
 
 from charassets.domain.lake import Lake
 
@@ -30,3 +31,32 @@ def test_rows_outside_the_written_partitions_are_refused(tmp_path):
     else:
         raise AssertionError("expected a ValueError")
     assert not lake.exists("s", "t")
+
+
+def test_writes_to_an_existing_table_are_polars_files_in_one_delta_commit(tmp_path, monkeypatch):
+    """After the table exists, polars writes the files and delta-rs commits them: the same rows, versions and
+    partition replacement as delta-rs's own writer, files delta-rs itself compacts and deletes from; a frame with
+    a new column goes through delta-rs's writer (schema merge)."""
+    import charassets.domain.lake as lake_module
+
+    calls = []
+    real = lake_module.write_deltalake
+    monkeypatch.setattr(lake_module, "write_deltalake", lambda *a, **k: calls.append(k.get("mode")) or real(*a, **k))
+    lake = Lake(str(tmp_path))
+    lake.write_partitions("s", "t", pl.concat([frame("a", 3), frame("b", 2)]), ["a", "b"])
+    assert calls == ["overwrite"]  # a new table: delta-rs's writer
+    lake.write_partitions("s", "t", frame("a", 4, 10), ["a"])
+    lake.write_partitions("s", "t", pl.concat([frame("b", 2, 20), frame("c", 1, 30)]), ["b", "c"])
+    lake.write_partitions("s", "t", frame("c", 0).cast({"partition": pl.String, "x": pl.Int64}), ["c"])
+    assert calls == ["overwrite"]  # existing table, same schema: no delta-rs writer
+    assert lake.partition_counts("s", "t") == {"a": 4, "b": 2}
+    assert sorted(lake.read("s", "t").get_column("x").to_list()) == [10, 11, 12, 13, 20, 21]
+    dt = DeltaTable(lake.uri("s", "t"))
+    assert dt.version() == 3 and len(dt.file_uris()) == 2
+    assert pl.read_parquet(dt.file_uris()[0]).columns == ["x"]  # the partition lives in the path, as delta-rs writes it
+    lake.write_partitions("s", "t", frame("d", 2).with_columns(pl.lit("y").alias("extra")), ["d"])
+    assert calls == ["overwrite", "overwrite"]  # a new column: delta-rs's writer merges the schema
+    assert lake.read("s", "t", ["a"]).get_column("extra").null_count() == 4
+    assert lake.delete_partitions("s", "t", ["b"]) == 2  # delta-rs reads the files polars wrote
+    assert lake.maintain("s", "t", retention_hours=0)["files_after"] == 2
+    assert lake.partition_counts("s", "t") == {"a": 4, "d": 2}

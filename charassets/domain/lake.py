@@ -1,23 +1,38 @@
 """Delta tables on a local path or object store, written one partition at a time.
 
 ``write_partitions`` replaces exactly the partitions present in ``partitions`` with a
-predicate overwrite (``partition IN (...)``), so re-running a chunk never duplicates
+partition overwrite (``partition IN (...)``), so re-running a chunk never duplicates
 rows and never touches other chunks, whether one run covers one partition or many.
 Concurrent writers to different partitions retry on commit conflicts.
+
+Once a table exists, polars writes each partition's Parquet file and delta-rs commits it
+(``DeltaTable.create_write_transaction``: the same overwrite of those partitions, one
+transaction): delta-rs's own writer took 2-4x the CPU time for the same rows (0.25-0.4 s
+against 0.09 s for 50k labelled records). A new table, or a frame whose schema differs
+from the table's (a new column: schema evolution), goes through ``write_deltalake``.
 """
 
 from __future__ import annotations
 
+import io
+import json
+import os
 import random
+import re
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import fsspec
 import polars as pl
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.transaction import AddAction
 
 PARTITION_COLUMN = "partition"
+# partition values that read the same escaped and unescaped in a hive path (every record chunk key is one)
+PLAIN_PARTITION_VALUE = re.compile(r"^[A-Za-z0-9_.-]+$")
 COMMIT_RETRIES = {"count": 0}  # commit conflicts retried by this process (for tests and benchmarks)
 
 
@@ -72,9 +87,66 @@ class Lake:
         stray = set(df.get_column(PARTITION_COLUMN).unique().to_list()) - set(partitions)
         if stray:
             raise ValueError(f"rows for partitions outside this write: {sorted(stray)[:5]}")
+        if self._overwrite_with_polars(stage, table, df, partitions, retries):
+            return df.height
         predicate = f"{PARTITION_COLUMN} IN ({', '.join(_quote(p) for p in partitions)})"
         options = {"partition_by": [PARTITION_COLUMN], "predicate": predicate, "schema_mode": "merge"}
         return self._commit(stage, table, df, "overwrite", options, retries)
+
+    def _overwrite_with_polars(self, stage: str, table: str, df: pl.DataFrame, partitions: Sequence[str], retries: int) -> bool:
+        """Replace ``partitions`` with Parquet files polars writes, committed in one Delta transaction; False (nothing
+        done) unless the table exists, is partitioned by ``partition`` alone and holds exactly ``df``'s schema.
+
+        The files go where delta-rs would put them (``partition=<key>/part-<uuid>.snappy.parquet``); the commit
+        replaces every file of ``partitions`` (one with no rows here is left with none). A commit that loses to a
+        concurrent writer is retried on the table's new version; a file whose commit never lands is referenced by
+        no version and goes at the next full vacuum (``maintain``).
+        """
+        if not all(PLAIN_PARTITION_VALUE.match(p) for p in partitions):
+            return False
+        uri = self.uri(stage, table)
+        try:
+            dt = DeltaTable(uri, storage_options=self.storage_options or None)
+        except TableNotFoundError:
+            return False
+        if dt.metadata().partition_columns != [PARTITION_COLUMN] or pl.scan_delta(dt).collect_schema() != df.schema:
+            return False
+        actions = []
+        groups = {partitions[0]: df} if len(partitions) == 1 else df.partition_by(PARTITION_COLUMN, as_dict=True, maintain_order=True)
+        for value, rows in groups.items():
+            value = value[0] if isinstance(value, tuple) else value
+            if rows.height == 0:  # as delta-rs does: an emptied partition keeps no file
+                continue
+            relative = f"{PARTITION_COLUMN}={value}/part-00000-{uuid.uuid4()}-c000.snappy.parquet"
+            size, mtime = self._write_parquet(f"{uri.rstrip('/')}/{relative}", rows.drop(PARTITION_COLUMN))
+            actions.append(AddAction(relative, size, {PARTITION_COLUMN: value}, mtime, True, json.dumps({"numRecords": rows.height})))
+        for attempt in range(retries + 1):
+            try:
+                dt.create_write_transaction(
+                    actions, "overwrite", dt.schema(), [PARTITION_COLUMN], [(PARTITION_COLUMN, "in", list(partitions))]
+                )
+                return True
+            except CommitFailedError:
+                if attempt == retries:
+                    raise
+                COMMIT_RETRIES["count"] += 1
+                time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
+                dt = DeltaTable(uri, storage_options=self.storage_options or None)
+        raise AssertionError("unreachable")
+
+    def _write_parquet(self, url: str, df: pl.DataFrame) -> tuple[int, int]:
+        """One Parquet file (snappy, as delta-rs writes them) at ``url``; its size and modification time in ms."""
+        if "://" not in self.root or self.root.startswith("file://"):
+            path = url.removeprefix("file://")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            df.write_parquet(path, compression="snappy")
+            st = os.stat(path)
+            return st.st_size, int(st.st_mtime * 1000)
+        buf = io.BytesIO()
+        df.write_parquet(buf, compression="snappy")
+        with fsspec.open(url, "wb", **fsspec_options(self.root, self.storage_options)) as f:
+            f.write(buf.getbuffer())
+        return buf.getbuffer().nbytes, int(time.time() * 1000)
 
     def append(self, stage: str, table: str, df: pl.DataFrame, retries: int = 8) -> int:
         """Append rows (an unpartitioned cache such as ``features/tag_vectors``), retrying commit conflicts."""

@@ -53,7 +53,11 @@ RECORD_TABLES: tuple[Table, ...] = (
     _t("raw/records", "Records read from the source chunk, with their raw tag strings.", ["raw/source_partitions"]),
     _t("raw/rejects", "Rows of the chunk that could not be read, with the reason (quarantine).", ["raw/source_partitions"]),
     _t("clean/tags", "Normalised Danbooru tags per record.", ["raw/records", "raw/rejects", "raw/source_partitions"]),
-    _t("labels/tag_attributes", "Attributes, status and flags from each record's tags alone.", ["clean/tags"]),
+    _t(
+        "labels/tag_attributes",
+        "Attributes, status and flags from each record's tags alone (and the hash that places the record in training samples).",
+        ["clean/tags"],
+    ),
     _t(
         "features/tag_vectors",
         "One vector per (embedder, tag): the cache record vectors are pooled from; each tag is encoded once.",

@@ -6,6 +6,7 @@ import polars as pl
 from charassets.defs.metadata import per_partition, preview
 from charassets.defs.partitions import for_each_partition, table_asset
 from charassets.defs.resources import CatalogResource, LakeResource
+from charassets.domain.models.training import sample_hashes
 from charassets.domain.pipeline import label_stage
 
 
@@ -14,13 +15,14 @@ from charassets.domain.pipeline import label_stage
     kinds={"delta", "polars"},
 )
 def tag_attributes(context: dg.AssetExecutionContext, lake: LakeResource, catalog: CatalogResource) -> dg.MaterializeResult:
-    """Per record: subject count, status (ok / ambiguous / no_character), flags and each attribute with evidence and confidence."""
+    """Per record: subject count, status (ok / ambiguous / no_character), flags, each attribute with evidence and confidence, and its sample hash."""
     table = lake.for_asset(context)
     ontology = catalog.ontology()
     last: dict[str, pl.DataFrame] = {}
 
     def work(key: str) -> dict:
         labels = label_stage(table.read("clean", "tags", [key]), ontology)
+        labels = labels.with_columns(sample_hashes(labels.get_column("record_id")))  # so training need not hash every record
         table.write_partitions("labels", "tag_attributes", labels, [key])
         last["labels"] = labels
         counts = dict(labels.group_by("status").len().iter_rows())

@@ -57,6 +57,10 @@ class ModelStore:
         _init_sqlite_store(self.tracking_uri)
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
+    def create_tables(self) -> None:
+        """Create a new sqlite store's tables now (once per process; the first use would otherwise)."""
+        _init_sqlite_store(self.tracking_uri)
+
     def experiment_id(self) -> str:
         """The experiment runs are logged to, created (at ``artifact_root``) on first use."""
         if self.experiment is None:

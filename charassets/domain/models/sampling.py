@@ -14,7 +14,15 @@ import polars as pl
 from charassets.domain.dedup import near_duplicate_clusters
 from charassets.domain.models.features import compact_vectors
 from charassets.domain.models.heads import HeadConfig
-from charassets.domain.models.training import field_candidates, merge_candidates, merge_multi, multi_candidates, with_sample_hash
+from charassets.domain.models.training import (
+    SAMPLE_HASH,
+    class_bounds,
+    field_candidates,
+    merge_candidates,
+    merge_multi,
+    multi_candidates,
+    with_sample_hash,
+)
 
 LABELS = ("labels", "tag_attributes")
 
@@ -44,16 +52,19 @@ def sample_training_data(
     cands: dict[str, pl.DataFrame | None] = {f.key: None for f in fields}
     # only what a sample holds, and only ``ok`` records (the only ones a head learns from)
     columns = ["record_id", "partition", "status", "characters", *(f.key for f in fields)]
+    if SAMPLE_HASH in table.scan(*LABELS).collect_schema():  # hashed when labelled (labels written before: hashed here)
+        columns.append(SAMPLE_HASH)
     for key in partitions:
         labels = table.scan(*LABELS, [key]).select(columns).filter(pl.col("status") == "ok").collect()
         if only_with_vectors:
             labels = labels.join(table.scan(*vectors, [key]).select("record_id").collect(), on="record_id", how="semi")
-        labels = with_sample_hash(labels)  # hashed once, used by every field
+        labels = with_sample_hash(labels).sort("h")  # hashed and ordered once, for every field's bottom-k
         for f in fields:
             if f.cardinality == "multi":
                 cands[f.key] = merge_multi(cands[f.key], multi_candidates(labels, f, per_class), per_class)
             else:
-                cands[f.key] = merge_candidates(cands[f.key], field_candidates(labels, f, per_class), per_class)
+                found = field_candidates(labels, f, per_class, class_bounds(cands[f.key], per_class))
+                cands[f.key] = merge_candidates(cands[f.key], found, per_class)
     ids = pl.concat([c.select("record_id") for c in cands.values() if c is not None]).unique()
     emb = pl.concat([compact_vectors(table.scan(*vectors, [k]).join(ids.lazy(), on="record_id", how="semi").collect()) for k in partitions])
     return cands, emb

@@ -31,24 +31,40 @@ from charassets.domain.ontology import FieldSpec
 MIN_PER_CLASS = 10
 
 
+SAMPLE_HASH = "sample_hash"  # the labels table's copy of each record's hash, written when the record is labelled
+
+
 def _hash(s: str) -> str:
     return hashlib.blake2b(s.encode(), digest_size=8).hexdigest()
 
 
+def sample_hashes(record_ids: pl.Series) -> pl.Series:
+    """Each record's place in every per-class sample: the hex blake2b (8 bytes) of its id, stable across versions."""
+    return pl.Series(SAMPLE_HASH, [_hash(s) for s in record_ids.to_list()], dtype=pl.String)
+
+
 def with_sample_hash(labels: pl.DataFrame) -> pl.DataFrame:
-    """Add the record-id hash that orders every per-class sample (computed once per partition)."""
+    """The record-id hash ``h`` that orders every per-class sample: the labels' stored one, or computed here."""
     if "h" in labels.columns:
         return labels
-    return labels.with_columns(pl.Series("h", [_hash(s) for s in labels.get_column("record_id").to_list()], dtype=pl.String))
+    if SAMPLE_HASH in labels.columns:
+        return labels.rename({SAMPLE_HASH: "h"})
+    return labels.with_columns(sample_hashes(labels.get_column("record_id")).alias("h"))
 
 
-def field_candidates(labels: pl.DataFrame, spec: FieldSpec, per_class: int) -> pl.DataFrame:
-    """This partition's bottom-k records per class: record_id, partition, label, evidence, characters, hash."""
+def field_candidates(labels: pl.DataFrame, spec: FieldSpec, per_class: int, bounds: pl.DataFrame | None = None) -> pl.DataFrame:
+    """This partition's bottom-k records per class: record_id, partition, label, evidence, characters, hash.
+
+    ``bounds`` (``label``, ``h``; ``class_bounds`` of the sample so far): a record hashing above its class's bound
+    cannot enter that sample, so it is not taken (the merged sample is the same, from far fewer rows).
+    """
     value = pl.col(spec.key).struct.field("value")
+    rows = with_sample_hash(labels).filter((pl.col("status") == "ok") & value.is_not_null() & (value != "unknown"))
+    if bounds is not None and bounds.height:
+        bound = value.replace_strict(bounds.get_column("label"), bounds.get_column("h"), default=None, return_dtype=pl.String)
+        rows = rows.filter(bound.is_null() | (pl.col("h") <= bound))
     return (
-        with_sample_hash(labels)
-        .filter((pl.col("status") == "ok") & value.is_not_null() & (value != "unknown"))
-        .select(
+        rows.select(
             "record_id", "partition", value.alias("label"), pl.col(spec.key).struct.field("evidence").alias("evidence"), "characters", "h"
         )
         .sort("h")
@@ -60,6 +76,13 @@ def field_candidates(labels: pl.DataFrame, spec: FieldSpec, per_class: int) -> p
 def merge_candidates(a: pl.DataFrame | None, b: pl.DataFrame, per_class: int) -> pl.DataFrame:
     both = b if a is None else pl.concat([a, b])
     return both.sort("h").group_by("label", maintain_order=True).head(per_class)
+
+
+def class_bounds(sample: pl.DataFrame | None, per_class: int) -> pl.DataFrame | None:
+    """``label`` and the largest kept ``h`` of each class whose sample is full: later records need a smaller hash to enter."""
+    if sample is None:
+        return None
+    return sample.group_by("label").agg(pl.col("h").max(), pl.len()).filter(pl.col("len") >= per_class).select("label", "h")
 
 
 @dataclass
