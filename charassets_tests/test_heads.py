@@ -7,6 +7,8 @@ import mlflow
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from charassets.definitions import build_definitions
 from charassets.domain.demo import generate
@@ -14,6 +16,7 @@ from charassets.domain.models.embedders import HashingEmbedder, TransformersEmbe
 from charassets.domain.models.features import TagVectorCache, compact_vectors, pool, record_vector_column, vector_matrix
 from charassets.domain.models.heads import NEVER, choose_class_thresholds, masked_features, stable_split
 from charassets.domain.models.registry import model_name
+from charassets.domain.models.training import class_bounds, field_candidates, merge_candidates, sample_hashes, with_sample_hash
 from charassets.runner import heads_metadata, run_partitions, train
 
 WORDS = ["long", "short", "hair", "blue", "eyes", "red", "girl", "boy", "smile", "dress", "hat", "white", "black"]
@@ -370,3 +373,43 @@ def test_heads_fitted_in_a_lent_pool_stop_with_the_caller():
         _time.sleep(0.2)
         assert len(started) == settled
     assert list(each_head(lambda i: fit(slow_square, i), range(3))) == [0, 1, 4]  # nothing lent: here, in order
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.lists(st.sampled_from(["red", "blue", "green", "unknown"]), min_size=0, max_size=40), min_size=1, max_size=6),
+    st.integers(1, 8),
+    st.booleans(),
+)
+def test_per_class_sample_is_the_same_with_class_bounds_and_stored_hashes(partitions, per_class, stored):
+    """Skipping records above a full class's bound, and reading the hash the labels stored, changes nothing sampled."""
+    spec = type("Spec", (), {"key": "hair_color"})()
+
+    def labels(i: int, values: list[str]) -> pl.DataFrame:
+        ids = [f"r{i}-{j}" for j in range(len(values))]
+        df = pl.DataFrame(
+            {
+                "record_id": ids,
+                "partition": [f"p{i}"] * len(values),
+                "status": ["ok"] * len(values),
+                "characters": [[]] * len(values),
+                "hair_color": [{"value": v, "evidence": [v]} for v in values],
+            },
+            schema={
+                "record_id": pl.String,
+                "partition": pl.String,
+                "status": pl.String,
+                "characters": pl.List(pl.String),
+                "hair_color": pl.Struct({"value": pl.String, "evidence": pl.List(pl.String)}),
+            },
+        )
+        return df.with_columns(sample_hashes(df.get_column("record_id"))) if stored else df
+
+    plain = bounded = None
+    for i, values in enumerate(partitions):
+        frame = labels(i, values)
+        plain = merge_candidates(plain, field_candidates(frame, spec, per_class), per_class)
+        found = field_candidates(with_sample_hash(frame).sort("h"), spec, per_class, class_bounds(bounded, per_class))
+        bounded = merge_candidates(bounded, found, per_class)
+    assert bounded.sort("h").equals(plain.sort("h"))
+    assert (plain.group_by("label").len().get_column("len").max() or 0) <= per_class
