@@ -97,7 +97,7 @@ class Lake:
         """Replace ``partitions`` with Parquet files polars writes, committed in one Delta transaction; False (nothing
         done) unless the table exists, is partitioned by ``partition`` alone and holds exactly ``df``'s schema.
 
-        The files go where delta-rs would put them (``partition=<key>/part-<uuid>.snappy.parquet``); the commit
+        The files go where delta-rs would put them (``partition=<key>/part-<uuid>-c000.parquet``); the commit
         replaces every file of ``partitions`` (one with no rows here is left with none). A commit that loses to a
         concurrent writer is retried on the table's new version; a file whose commit never lands is referenced by
         no version and goes at the next full vacuum (``maintain``).
@@ -117,7 +117,7 @@ class Lake:
             value = value[0] if isinstance(value, tuple) else value
             if rows.height == 0:  # as delta-rs does: an emptied partition keeps no file
                 continue
-            relative = f"{PARTITION_COLUMN}={value}/part-00000-{uuid.uuid4()}-c000.snappy.parquet"
+            relative = f"{PARTITION_COLUMN}={value}/part-00000-{uuid.uuid4()}-c000.parquet"
             size, mtime = self._write_parquet(f"{uri.rstrip('/')}/{relative}", rows.drop(PARTITION_COLUMN))
             actions.append(AddAction(relative, size, {PARTITION_COLUMN: value}, mtime, True, json.dumps({"numRecords": rows.height})))
         for attempt in range(retries + 1):
@@ -135,15 +135,22 @@ class Lake:
         raise AssertionError("unreachable")
 
     def _write_parquet(self, url: str, df: pl.DataFrame) -> tuple[int, int]:
-        """One Parquet file (snappy, as delta-rs writes them) at ``url``; its size and modification time in ms."""
+        """One Parquet file at ``url``; its size and modification time in ms.
+
+        zstd at level 1: as fast to write as snappy and half the bytes (polars does not dictionary-encode strings as
+        delta-rs does; with snappy its files were 1.7-2.7x delta-rs's, with zstd 0.8x); a frame holding binary
+        columns (record vectors: float16 bytes, which no codec shrinks) is written with snappy, 2x faster to read.
+        """
+        codec = "snappy" if any(t == pl.Binary for t in df.schema.values()) else "zstd"
+        options = {"compression": codec, "compression_level": 1 if codec == "zstd" else None}
         if "://" not in self.root or self.root.startswith("file://"):
             path = url.removeprefix("file://")
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            df.write_parquet(path, compression="snappy")
+            df.write_parquet(path, **options)
             st = os.stat(path)
             return st.st_size, int(st.st_mtime * 1000)
         buf = io.BytesIO()
-        df.write_parquet(buf, compression="snappy")
+        df.write_parquet(buf, **options)
         with fsspec.open(url, "wb", **fsspec_options(self.root, self.storage_options)) as f:
             f.write(buf.getbuffer())
         return buf.getbuffer().nbytes, int(time.time() * 1000)
