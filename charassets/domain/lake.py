@@ -63,6 +63,19 @@ def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def _with_commit_retries(commit, retries: int) -> None:
+    """``commit()``, retried with jittered backoff while a concurrent writer's commit wins (at most ``retries`` times)."""
+    for attempt in range(retries + 1):
+        try:
+            commit()
+            return
+        except CommitFailedError:
+            if attempt == retries:
+                raise
+            COMMIT_RETRIES["count"] += 1
+            time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
+
+
 @dataclass(frozen=True)
 class Lake:
     """A root URI holding ``<stage>/<table>`` Delta tables."""
@@ -120,19 +133,16 @@ class Lake:
             relative = f"{PARTITION_COLUMN}={value}/part-00000-{uuid.uuid4()}-c000.parquet"
             size, mtime = self._write_parquet(f"{uri.rstrip('/')}/{relative}", rows.drop(PARTITION_COLUMN))
             actions.append(AddAction(relative, size, {PARTITION_COLUMN: value}, mtime, True, json.dumps({"numRecords": rows.height})))
-        for attempt in range(retries + 1):
-            try:
-                dt.create_write_transaction(
-                    actions, "overwrite", dt.schema(), [PARTITION_COLUMN], [(PARTITION_COLUMN, "in", list(partitions))]
-                )
-                return True
-            except CommitFailedError:
-                if attempt == retries:
-                    raise
-                COMMIT_RETRIES["count"] += 1
-                time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
-                dt = DeltaTable(uri, storage_options=self.storage_options or None)
-        raise AssertionError("unreachable")
+        tables = [dt]  # the first commit uses the version just read; a retry reads the table's new version
+
+        def commit() -> None:
+            current = tables.pop() if tables else DeltaTable(uri, storage_options=self.storage_options or None)
+            current.create_write_transaction(
+                actions, "overwrite", current.schema(), [PARTITION_COLUMN], [(PARTITION_COLUMN, "in", list(partitions))]
+            )
+
+        _with_commit_retries(commit, retries)
+        return True
 
     def _write_parquet(self, url: str, df: pl.DataFrame) -> tuple[int, int]:
         """One Parquet file at ``url``; its size and modification time in ms.
@@ -162,16 +172,10 @@ class Lake:
     def _commit(self, stage: str, table: str, df: pl.DataFrame, mode: str, options: dict, retries: int) -> int:
         """One Delta write, retried with jittered backoff when a concurrent writer's commit wins."""
         uri, arrow = self.uri(stage, table), df.to_arrow()
-        for attempt in range(retries + 1):
-            try:
-                write_deltalake(uri, arrow, mode=mode, storage_options=self.storage_options or None, **options)
-                return df.height
-            except CommitFailedError:
-                if attempt == retries:
-                    raise
-                COMMIT_RETRIES["count"] += 1
-                time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
-        raise AssertionError("unreachable")
+        _with_commit_retries(
+            lambda: write_deltalake(uri, arrow, mode=mode, storage_options=self.storage_options or None, **options), retries
+        )
+        return df.height
 
     def delete_partitions(self, stage: str, table: str, partitions: Sequence[str]) -> int:
         """Delete every row of ``partitions`` (retired chunks); returns the rows deleted (0 when the table is absent)."""
