@@ -160,7 +160,7 @@ def contiguous_batches(known: list[str], wanted: list[str], per_run: int) -> lis
     return batches
 
 
-RUNS_PER_WORKER = 4  # with worker processes: runs small enough that the workers stay evenly loaded to the end
+RUNS_PER_WORKER = 2  # with worker processes: runs small enough that the workers stay evenly loaded to the end
 
 
 def balanced_batches(known: list[str], wanted: list[str], per_run: int, workers: int) -> list[list[str]]:

@@ -7,6 +7,7 @@ from charassets.defs.metadata import per_partition
 from charassets.defs.partitions import for_each_partition, table_asset
 from charassets.defs.resources import CatalogResource, EmbedderResource, LakeResource
 from charassets.domain.models.features import (
+    POOLED_CATEGORIES,
     RECORD_VECTOR_DTYPE,
     TAG_VECTORS,
     content_hashes,
@@ -16,6 +17,11 @@ from charassets.domain.models.features import (
     pool,
     record_vector_column,
 )
+
+
+def pooled_tags(table, key: str) -> pl.DataFrame:
+    """The columns of a clean partition that record vectors are made of (a third of its bytes to decode)."""
+    return table.scan("clean", "tags", [key]).select("record_id", "partition", *POOLED_CATEGORIES).collect()
 
 
 @table_asset("features/tag_vectors", kinds={"delta", "torch"})
@@ -31,7 +37,7 @@ def tag_vectors(
     def work(key: str) -> dict:
         if embedder.mode == "full":  # whole tag lists are encoded by the embeddings asset: no per-tag cache
             return {"records": 0, "tags_encoded": 0}
-        clean = table.read("clean", "tags", [key])
+        clean = pooled_tags(table, key)
         encoded = cache.ensure(feature_tags(clean).explode().drop_nulls())
         new = cache.new_frame()
         if new.height:  # appended with the lake's commit retries; readers de-duplicate by tag
@@ -73,7 +79,7 @@ def embeddings(
         )
 
     def work(key: str) -> dict:
-        clean = table.read("clean", "tags", [key])
+        clean = pooled_tags(table, key)
         tags = feature_tags(clean)
         # the pooling weights come from the vocabulary's post counts: a new vocabulary is a new vector
         hashes = content_hashes(tags, f"{model.id}|{vocabulary.digest}", embedder.mode)

@@ -29,10 +29,11 @@ def head_predictions(
     weights = cache.weights(catalog.vocabulary()) if cache else None
 
     def work(key: str) -> dict:
-        emb = table.read("features", "embeddings", [key])
+        # only the columns used: a third of the labels' bytes, and the vectors without their content hashes
+        emb = table.scan("features", "embeddings", [key]).select("record_id", "partition", "weight_sum", "vector").collect()
         out = emb.select("record_id", "partition").clear()
         if heads and emb.height:
-            labels = table.read("labels", "tag_attributes", [key])
+            labels = table.scan("labels", "tag_attributes", [key]).select("record_id", "status", *heads).collect()
             wanted = labels.filter(needs_prediction(labels, list(heads))).select("record_id")
             emb = emb.join(wanted, on="record_id", how="semi")
             out = emb.select("record_id", "partition")

@@ -90,8 +90,14 @@ def feature_tags(clean: pl.DataFrame) -> pl.Series:
 
 
 def content_hashes(tags: pl.Series, embedder_id: str, mode: str) -> pl.Series:
-    return tags.list.join(",").map_elements(
-        lambda s: hashlib.blake2b(f"{embedder_id}|{mode}|{s}".encode(), digest_size=12).hexdigest(), return_dtype=pl.String
+    """What a record vector is made of, as a digest: the embedder, the mode and the record's tags in order."""
+    prefix = f"{embedder_id}|{mode}|"
+    return pl.Series(
+        [
+            None if s is None else hashlib.blake2b(f"{prefix}{s}".encode(), digest_size=12).hexdigest()
+            for s in tags.list.join(",").to_list()
+        ],
+        dtype=pl.String,
     )
 
 
@@ -124,6 +130,7 @@ class TagVectorCache:
         self.matrix = np.zeros((0, 0), dtype=np.float32)
         self.new_rows: list[tuple[str, np.ndarray]] = []
         self._frame: pl.DataFrame | None = None
+        self._weights: tuple[tuple[str, int], np.ndarray] | None = None  # (vocabulary digest, tags cached) -> weights
         self._unsaved: set[str] = set()  # bundled vectors not in the lake yet: saved there once a record uses them
         for frame, saved in ((known, True), (bundled, False)):
             if frame is None or not frame.height:
@@ -179,8 +186,16 @@ class TagVectorCache:
         return found.to_numpy()
 
     def weights(self, vocabulary: Vocabulary) -> np.ndarray:
-        """IDF-like weight of every cached tag, aligned with ``matrix`` rows."""
-        return tag_weights(list(self.index), vocabulary)
+        """IDF-like weight of every cached tag, aligned with ``matrix`` rows (read-only).
+
+        Computed once per vocabulary and number of cached tags: a tag's weight depends on the vocabulary alone,
+        and tags are only ever appended."""
+        key = (vocabulary.digest, len(self.index))
+        if self._weights is None or self._weights[0] != key:
+            weights = tag_weights(list(self.index), vocabulary)
+            weights.flags.writeable = False
+            self._weights = (key, weights)
+        return self._weights[1]
 
     def new_frame(self) -> pl.DataFrame:
         """The vectors encoded, or taken from the bundle, since loading: to append to the cache table."""
@@ -260,9 +275,9 @@ def pool(tag_lists: pl.Series, cache: TagVectorCache, vocabulary: Vocabulary) ->
     m = sp.csr_matrix((vals, (rows, cols)), shape=(n, max(1, cache.matrix.shape[0])))
     sums = np.asarray(m.sum(axis=1)).ravel().astype(np.float32)
     dim = cache.embedder.dim if cache.matrix.size == 0 else cache.matrix.shape[1]
-    pooled = (m @ cache.matrix) if cache.matrix.size else np.zeros((n, dim), dtype=np.float32)
-    pooled = np.asarray(pooled, dtype=np.float32) / np.maximum(sums, 1e-12)[:, None]
-    return pooled.astype(np.float32), sums
+    pooled = np.asarray((m @ cache.matrix) if cache.matrix.size else np.zeros((n, dim), dtype=np.float32), dtype=np.float32)
+    np.divide(pooled, np.maximum(sums, 1e-12)[:, None], out=pooled)  # in place: the product is a new array
+    return pooled, sums
 
 
 def encode_full(tag_lists: pl.Series, embedder: Embedder) -> np.ndarray:
