@@ -60,3 +60,16 @@ def test_writes_to_an_existing_table_are_polars_files_in_one_delta_commit(tmp_pa
     assert lake.delete_partitions("s", "t", ["b"]) == 2  # delta-rs reads the files polars wrote
     assert lake.maintain("s", "t", retention_hours=0)["files_after"] == 2
     assert lake.partition_counts("s", "t") == {"a": 4, "d": 2}
+
+
+def test_tables_the_lake_creates_are_checkpointed_every_ten_commits(tmp_path):
+    """Opening a table replays its log since the last checkpoint: tables written partition by partition keep it short."""
+    lake = Lake(str(tmp_path))
+    for i in range(12):  # version 0 creates the table (delta-rs's writer), the rest are polars files committed by delta-rs
+        lake.write_partitions("s", "t", frame(f"p{i}", 3), [f"p{i}"])
+    lake.write_table("s", "whole", frame("a", 2))
+    log = tmp_path / "s" / "t" / "_delta_log"
+    assert sorted(p.name for p in log.glob("*.checkpoint.parquet")) == ["00000000000000000009.checkpoint.parquet"]
+    assert DeltaTable(str(tmp_path / "s" / "t")).metadata().configuration == {"delta.checkpointInterval": "10"}
+    assert DeltaTable(str(tmp_path / "s" / "whole")).metadata().configuration == {"delta.checkpointInterval": "10"}
+    assert lake.partition_counts("s", "t") == {f"p{i}": 3 for i in range(12)}

@@ -34,6 +34,10 @@ PARTITION_COLUMN = "partition"
 # partition values that read the same escaped and unescaped in a hive path (every record chunk key is one)
 PLAIN_PARTITION_VALUE = re.compile(r"^[A-Za-z0-9_.-]+$")
 COMMIT_RETRIES = {"count": 0}  # commit conflicts retried by this process (for tests and benchmarks)
+# Properties of every table this lake creates. A checkpoint every 10 commits instead of Delta's 100: each read and write
+# opens the table, and opening replays the log since the last checkpoint (22 ms at version 98 with none, 4 ms just
+# after one); a build opens the per-record tables about 34 times per partition, at up to 100 versions at 5M records.
+TABLE_PROPERTIES = {"delta.checkpointInterval": "10"}
 
 
 def fsspec_options(root: str, storage_options: dict[str, str]) -> dict:
@@ -173,7 +177,10 @@ class Lake:
         """One Delta write, retried with jittered backoff when a concurrent writer's commit wins."""
         uri, arrow = self.uri(stage, table), df.to_arrow()
         _with_commit_retries(
-            lambda: write_deltalake(uri, arrow, mode=mode, storage_options=self.storage_options or None, **options), retries
+            lambda: write_deltalake(
+                uri, arrow, mode=mode, storage_options=self.storage_options or None, configuration=TABLE_PROPERTIES, **options
+            ),
+            retries,
         )
         return df.height
 
@@ -190,7 +197,12 @@ class Lake:
     def write_table(self, stage: str, table: str, df: pl.DataFrame) -> int:
         """Replace a whole (unpartitioned) table."""
         write_deltalake(
-            self.uri(stage, table), df.to_arrow(), mode="overwrite", schema_mode="overwrite", storage_options=self.storage_options or None
+            self.uri(stage, table),
+            df.to_arrow(),
+            mode="overwrite",
+            schema_mode="overwrite",
+            storage_options=self.storage_options or None,
+            configuration=TABLE_PROPERTIES,
         )
         return df.height
 

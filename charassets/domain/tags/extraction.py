@@ -148,7 +148,7 @@ def resolve_fields(tokens: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
     """
     matches = (
         tokens.join(_field_rules(tokens.get_column("tag"), ontology), on="tag", how="inner")
-        .sort("record_id", "pos")
+        .sort(pl.col("record_id").cast(pl.UInt64) * 2**32 + pl.col("pos"))  # (record row, position) as one key: one sort key
         .with_columns((pl.col("record_id").cast(pl.UInt64) * 2**FIELD_BITS + pl.col("fid")).alias("rf"))
     )
     top = matches.with_columns(pl.col("rank").max().over("rf").alias("top_rank"))
