@@ -73,3 +73,18 @@ def test_tables_the_lake_creates_are_checkpointed_every_ten_commits(tmp_path):
     assert DeltaTable(str(tmp_path / "s" / "t")).metadata().configuration == {"delta.checkpointInterval": "10"}
     assert DeltaTable(str(tmp_path / "s" / "whole")).metadata().configuration == {"delta.checkpointInterval": "10"}
     assert lake.partition_counts("s", "t") == {f"p{i}": 3 for i in range(12)}
+
+
+def test_maintenance_gives_a_table_created_before_the_properties_those_it_lacks(tmp_path):
+    from deltalake import write_deltalake
+
+    lake = Lake(str(tmp_path))
+    write_deltalake(str(tmp_path / "s" / "old"), frame("a", 2).to_arrow(), partition_by=["partition"])  # as an older lake made it
+    write_deltalake(
+        str(tmp_path / "s" / "own"), frame("a", 2).to_arrow(), partition_by=["partition"], configuration={"delta.checkpointInterval": "50"}
+    )
+    lake.maintain("s", "old", retention_hours=0)
+    lake.maintain("s", "own", retention_hours=0)
+    assert DeltaTable(str(tmp_path / "s" / "old")).metadata().configuration == {"delta.checkpointInterval": "10"}
+    assert DeltaTable(str(tmp_path / "s" / "own")).metadata().configuration == {"delta.checkpointInterval": "50"}  # kept
+    assert lake.partition_counts("s", "old") == {"a": 2}

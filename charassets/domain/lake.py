@@ -223,7 +223,8 @@ class Lake:
         return dict(zip(df.get_column(PARTITION_COLUMN).to_list(), df.get_column("len").to_list(), strict=True))
 
     def maintain(self, stage: str, table: str, retention_hours: int = 168, target_size: int | None = None) -> dict[str, int]:
-        """Compact small files, checkpoint the log, drop expired log entries, vacuum unreferenced files.
+        """Compact small files, checkpoint the log, drop expired log entries, vacuum unreferenced files; give a table
+        created before ``TABLE_PROPERTIES`` those it lacks.
 
         Readers are never disturbed: compaction is an ordinary commit (a conflicting
         concurrent write makes it fail, not lose data), and vacuum only deletes files no
@@ -231,6 +232,10 @@ class Lake:
         """
         dt = DeltaTable(self.uri(stage, table), storage_options=self.storage_options or None)
         before = self.table_stats(stage, table)
+        configuration = dt.metadata().configuration
+        missing = {k: v for k, v in TABLE_PROPERTIES.items() if k not in configuration}
+        if missing:  # a table created before the lake set them (explicit settings are kept)
+            dt.alter.set_table_properties(missing)
         metrics = dt.optimize.compact(target_size=target_size)
         dt.create_checkpoint()
         dt.cleanup_metadata()
