@@ -90,6 +90,40 @@ def test_normalize_spelling(raw, clean):
     assert t.normalize_spelling(tokens(raw)).item(0, "token") == clean
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 3) | st.integers(0, 2**32 - 1),  # few records, so that repeats within one are common
+            st.integers(0, 50) | st.integers(0, 2**32 - 1),
+            st.sampled_from(["", "a", "b"]),
+            st.integers(0, 5),
+        ),
+        max_size=60,
+        unique_by=lambda r: (r[0], r[1]),  # (record, position) is unique, as split_tokens makes it
+    ),
+    st.sampled_from([pl.UInt32, pl.Int64]),
+    st.booleans(),
+)
+def test_dropping_repeats_by_one_key_is_the_two_column_sort_and_first_distinct(rows, record_dtype, a_null_code):
+    """The one-key sort and the stable-sort repeat finder keep exactly the rows the plain polars version keeps, in its
+    order: for the chain's UInt32 row numbers and codes (the fast path), and for other ids or null codes (the plain one)."""
+    tokens = pl.DataFrame(
+        {
+            "record_id": [r[0] for r in rows],
+            "pos": [r[1] for r in rows],
+            "token": [r[2] for r in rows],
+            "tid": [None if a_null_code and i < 2 else r[3] for i, r in enumerate(rows)],  # two: a repeated null
+        },
+        schema={"record_id": record_dtype, "pos": pl.UInt32, "token": pl.String, "tid": pl.UInt32},
+    )
+    out, empty, dups = t.drop_empty_and_duplicates(tokens, key="tid")
+    plain = tokens.filter(pl.col("token") != "").sort("record_id", "pos")
+    expected = plain.filter(pl.struct("record_id", "tid").is_first_distinct())
+    assert out.equals(expected)
+    assert (empty, dups) == (tokens.height - plain.height, plain.height - expected.height)
+
+
 def test_drop_empty_and_duplicates_keeps_first():
     out, empty, dups = t.drop_empty_and_duplicates(tokens("1girl", "", "smile", "1girl", "smile"))
     assert out.get_column("token").to_list() == ["1girl", "smile"]

@@ -190,11 +190,13 @@ def drop_empty_and_duplicates(tokens: pl.DataFrame, key: str = "token") -> tuple
     ``key`` names the column a repeat is judged by: the token, or an integer code of it
     (the chain's ``tid``), so that one million rows are not hashed as strings.
     """
-    # (record, position) is unique: ordered by it as one UInt64 key where the record is a row number (3x faster than
-    # sorting by two columns)
-    order = _pair(pl.col("record_id"), pl.col("pos")) if tokens.schema["record_id"].is_integer() else [pl.col("record_id"), pl.col("pos")]
+    # (record, position) is unique (a column holds fewer tokens than the 100,000 positions ``split_tokens`` gives each
+    # category), so any sort by it gives one order: as one UInt64 key when both are UInt32 (the chain's row numbers),
+    # 3x faster than sorting by two columns
+    narrow = tokens.schema["record_id"] == pl.UInt32 and tokens.schema["pos"] == pl.UInt32
+    order = _pair(pl.col("record_id"), pl.col("pos")) if narrow else [pl.col("record_id"), pl.col("pos")]
     non_empty = tokens.filter(pl.col("token") != "").sort(order)
-    if key == "token":
+    if key == "token" or not (narrow and non_empty.schema[key] == pl.UInt32) or non_empty.get_column(key).null_count():
         deduped = non_empty.filter(pl.struct("record_id", key).is_first_distinct())
     else:
         deduped = non_empty.filter(_first_occurrences(non_empty.select(_pair(pl.col("record_id"), pl.col(key))).to_series()))
@@ -202,8 +204,8 @@ def drop_empty_and_duplicates(tokens: pl.DataFrame, key: str = "token") -> tuple
 
 
 def _first_occurrences(keys: pl.Series) -> np.ndarray:
-    """True at the first row of each distinct key, as ``is_first_distinct``: by a stable sort of the keys, which is
-    2.5x faster than polars' hashing on keys that arrive nearly sorted (record first)."""
+    """True at the first row of each distinct key (UInt64, no nulls), as ``is_first_distinct``: by a stable sort of
+    the keys, which is 2.5x faster than polars' hashing on keys that arrive nearly sorted (record first)."""
     k = keys.to_numpy()
     order = np.argsort(k, kind="stable")
     ordered = k[order]
