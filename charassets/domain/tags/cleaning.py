@@ -194,12 +194,12 @@ def drop_empty_and_duplicates(tokens: pl.DataFrame, key: str = "token") -> tuple
     # category), so any sort by it gives one order: as one UInt64 key when both are UInt32 (the chain's row numbers),
     # 3x faster than sorting by two columns
     narrow = tokens.schema["record_id"] == pl.UInt32 and tokens.schema["pos"] == pl.UInt32
-    order = _pair(pl.col("record_id"), pl.col("pos")) if narrow else [pl.col("record_id"), pl.col("pos")]
+    order = pair_key(pl.col("record_id"), pl.col("pos")) if narrow else [pl.col("record_id"), pl.col("pos")]
     non_empty = tokens.filter(pl.col("token") != "").sort(order)
     if key == "token" or not (narrow and non_empty.schema[key] == pl.UInt32) or non_empty.get_column(key).null_count():
         deduped = non_empty.filter(pl.struct("record_id", key).is_first_distinct())
     else:
-        deduped = non_empty.filter(_first_occurrences(non_empty.select(_pair(pl.col("record_id"), pl.col(key))).to_series()))
+        deduped = non_empty.filter(_first_occurrences(non_empty.select(pair_key(pl.col("record_id"), pl.col(key))).to_series()))
     return deduped, tokens.height - non_empty.height, non_empty.height - deduped.height
 
 
@@ -214,7 +214,7 @@ def _first_occurrences(keys: pl.Series) -> np.ndarray:
     return first
 
 
-def _pair(record: pl.Expr, code: pl.Expr) -> pl.Expr:
+def pair_key(record: pl.Expr, code: pl.Expr) -> pl.Expr:
     """Two UInt32 columns as one UInt64 key."""
     return record.cast(pl.UInt64) * 2**32 + code.cast(pl.UInt64)
 

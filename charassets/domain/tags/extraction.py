@@ -19,7 +19,7 @@ from __future__ import annotations
 import polars as pl
 
 from charassets.domain.ontology import Ontology
-from charassets.domain.tags.cleaning import OVERLONG
+from charassets.domain.tags.cleaning import OVERLONG, pair_key
 
 STATUSES = ("ok", "ambiguous", "no_character", "rejected")
 UNKNOWN = "unknown"
@@ -148,7 +148,7 @@ def resolve_fields(tokens: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
     """
     matches = (
         tokens.join(_field_rules(tokens.get_column("tag"), ontology), on="tag", how="inner")
-        .sort(pl.col("record_id").cast(pl.UInt64) * 2**32 + pl.col("pos"))  # (record row, position) as one key: one sort key
+        .sort(pair_key(pl.col("record_id"), pl.col("pos")))  # (row number, position) as one sort key
         .with_columns((pl.col("record_id").cast(pl.UInt64) * 2**FIELD_BITS + pl.col("fid")).alias("rf"))
     )
     top = matches.with_columns(pl.col("rank").max().over("rf").alias("top_rank"))
