@@ -237,6 +237,19 @@ def _worker_run(job_name: str, batch: list[str] | None, log_level: str) -> dict:
 
 
 THREAD_VARIABLES = ("POLARS_MAX_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# polars' allocator (jemalloc) in a worker: freed pages kept 5 s before they go back to the system, instead of polars'
+# 0.5-1 s, so each partition reuses the pages the last one freed instead of faulting fresh ones in (a worker's loop over
+# 8 partitions, measured: 0.57 M page faults -> 0.25 M, system CPU 1.26 -> 0.54 s, wall -7%; peak RSS +60 MB; in
+# 1M-record builds, alternating: labels' step time 18.7-19.5 -> 16.9-17.5 s, all steps 106-113 -> 103-106 s).
+# Polars appends this to its own setting (later options win). Importing polars writes its own setting into this
+# process's environment, which workers would inherit: that one is replaced, any other (the user's) kept.
+ALLOCATOR_VARIABLE, WORKER_ALLOCATOR = "_RJEM_MALLOC_CONF", "dirty_decay_ms:5000,muzzy_decay_ms:5000"
+POLARS_OWN_ALLOCATOR = "dirty_decay_ms:500,muzzy_decay_ms:1000"
+
+
+def worker_allocator(current: str | None) -> str:
+    """A worker's allocator setting: ``WORKER_ALLOCATOR``, unless ``current`` is one polars did not write itself."""
+    return WORKER_ALLOCATOR if current in (None, "", POLARS_OWN_ALLOCATOR) else current
 
 
 @contextmanager
@@ -251,8 +264,9 @@ def _worker_pool(workers: int, instance: dg.DagsterInstance, env: Mapping[str, s
     ref = instance.get_ref()  # raises for an ephemeral instance: workers need a shared, persistent one
     ctx = multiprocessing.get_context("spawn")  # no forked torch / Rust thread pools
     share = str(max(1, (os.cpu_count() or 1) // workers))
-    saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
+    saved = {k: os.environ.get(k) for k in (*THREAD_VARIABLES, ALLOCATOR_VARIABLE)}
     os.environ.update({k: env.get(k) or share for k in THREAD_VARIABLES})
+    os.environ[ALLOCATOR_VARIABLE] = worker_allocator(env.get(ALLOCATOR_VARIABLE))
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(dict(env), ref))
     try:
         yield pool
@@ -360,7 +374,8 @@ def build_everything(
     build the character profiles and fit the heads (``fitting``).
     """
     peak: dict[str, float] = {}  # this process's peak RSS (MB) once each phase is done: which phase raised it
-    shared = _worker_pool(workers, instance, env if env is not None else os.environ) if workers > 1 and instance.is_persistent else None
+    env = env if env is not None else os.environ
+    shared = _worker_pool(workers, instance, env) if workers > 1 and instance.is_persistent else None
     with shared if shared is not None else nullcontext() as pool:
         parallel = {"workers": workers, "env": env, "per_run": per_run, "log_level": log_level, "pool": pool}
         t0 = time.perf_counter()
@@ -401,7 +416,7 @@ def build_everything(
     report_rss = None
     own_process = workers > 1 and instance.is_persistent  # a worker process needs a shared, persistent instance
     if own_process and sum(lake.partition_counts("marts", "character_attributes").values()) > REPORT_OWN_PROCESS_ROWS:
-        report_rss = _report_in_worker(instance, env if env is not None else os.environ, log_level)["peak_rss_mb"]
+        report_rss = _report_in_worker(instance, env, log_level)["peak_rss_mb"]
     else:
         build_report(defs, instance, log_level)
         peak["report"] = peak_rss_mb()

@@ -21,7 +21,7 @@ from charassets.definitions import build_definitions
 from charassets.defs.maintenance import TABLES, maintain_lake
 from charassets.domain.demo import generate
 from charassets.domain.lake import Lake
-from charassets.runner import balanced_batches, run_partitions
+from charassets.runner import POLARS_OWN_ALLOCATOR, WORKER_ALLOCATOR, _worker_pool, balanced_batches, run_partitions, worker_allocator
 from charassets_tests.conftest import lake_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,6 +129,22 @@ def test_parallel_runs_match_sequential_runs(dataset, tmp_path):
     for t in STAGE_TABLES:
         assert par.partition_counts(*t) == seq.partition_counts(*t)
     assert _mart(par).equals(_mart(seq))
+
+
+def test_workers_keep_freed_memory_a_few_seconds_unless_the_environment_says_otherwise(tmp_path):
+    # what polars itself writes into the environment at import is what the workers replace: if polars changes its own
+    # default, this fails rather than the workers silently keeping polars' setting
+    env = {k: v for k, v in os.environ.items() if k not in ("_RJEM_MALLOC_CONF", "POLARS_THP")}
+    code = "import os, polars; print(os.environ['_RJEM_MALLOC_CONF'])"
+    written = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert written == POLARS_OWN_ALLOCATOR
+    assert worker_allocator(None) == worker_allocator(POLARS_OWN_ALLOCATOR) == WORKER_ALLOCATOR
+    assert worker_allocator("narenas:1") == "narenas:1"  # the user's own setting is kept
+    (tmp_path / "dagster").mkdir()
+    with dg.DagsterInstance.local_temp(str(tmp_path / "dagster")) as instance:
+        for setting, expected in ((os.environ.get("_RJEM_MALLOC_CONF"), WORKER_ALLOCATOR), ("narenas:1", "narenas:1")):
+            with _worker_pool(1, instance, {**env, **({"_RJEM_MALLOC_CONF": setting} if setting else {})}) as pool:
+                assert pool.submit(os.getenv, "_RJEM_MALLOC_CONF").result() == f"{POLARS_OWN_ALLOCATOR},{expected}"
 
 
 @pytest.fixture(scope="module")
