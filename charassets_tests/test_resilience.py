@@ -138,8 +138,11 @@ def test_workers_keep_freed_memory_a_few_seconds_unless_the_environment_says_oth
     code = "import os, polars; print(os.environ['_RJEM_MALLOC_CONF'])"
     written = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip()
     assert written == POLARS_OWN_ALLOCATOR
+    # polars' own, also as a process whose parent imported polars inherits it (written twice)
     assert worker_allocator(None) == worker_allocator(POLARS_OWN_ALLOCATOR) == WORKER_ALLOCATOR
+    assert worker_allocator(f"{POLARS_OWN_ALLOCATOR},{POLARS_OWN_ALLOCATOR}") == WORKER_ALLOCATOR
     assert worker_allocator("narenas:1") == "narenas:1"  # the user's own setting is kept
+    assert worker_allocator(f"{POLARS_OWN_ALLOCATOR},narenas:1") == f"{POLARS_OWN_ALLOCATOR},narenas:1"
     (tmp_path / "dagster").mkdir()
     with dg.DagsterInstance.local_temp(str(tmp_path / "dagster")) as instance:
         for setting, expected in ((os.environ.get("_RJEM_MALLOC_CONF"), WORKER_ALLOCATOR), ("narenas:1", "narenas:1")):
