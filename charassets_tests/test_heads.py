@@ -375,6 +375,56 @@ def test_heads_fitted_in_a_lent_pool_stop_with_the_caller():
     assert list(each_head(lambda i: fit(slow_square, i), range(3))) == [0, 1, 4]  # nothing lent: here, in order
 
 
+def test_heads_fitted_side_by_side_in_threads_equal_heads_fitted_one_after_another():
+    """A fit draws from its own seeded generator (initial weights, dropout, batch order), not torch's global one that
+    every thread shares: heads fitted concurrently (``each_head`` with nothing lent: threads here) have exactly the
+    weights of the same heads fitted alone, single- and multi-label, while the global generator is drawn from beside."""
+    import threading
+
+    import torch
+
+    from charassets.domain.models.fitting import each_head
+    from charassets.domain.models.heads import HeadConfig, train_head, train_multilabel_head
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((600, 32)).astype(np.float32)
+    labels = [str(v) for v in rng.integers(0, 4, len(x))]
+    sets = [[str(v) for v in rng.choice(5, rng.integers(0, 3), replace=False)] for _ in range(len(x))]
+    configs = [HeadConfig(hidden=16, epochs=3, batch_size=64, seed=s) for s in (0, 1)] + [HeadConfig(hidden=0, epochs=2, batch_size=64)]
+    jobs = [(kind, c) for kind in ("single", "multi") for c in configs]
+
+    def fitted(job):
+        kind, config = job
+        head = train_head("f", x, labels, config) if kind == "single" else train_multilabel_head("f", x, sets, config)
+        return head.module.state_dict()
+
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        alone = [fitted(job) for job in jobs]
+    finally:
+        torch.set_num_threads(threads_before)
+    stop = threading.Event()
+
+    def draw_from_the_global_generator():
+        while not stop.is_set():
+            torch.rand(1000)
+
+    noise = threading.Thread(target=draw_from_the_global_generator)
+    noise.start()
+    try:
+        torch.set_num_threads(2)  # each_head fits two at a time, one torch thread each
+        side_by_side = list(each_head(fitted, jobs))
+        assert torch.get_num_threads() == 2  # restored
+    finally:
+        stop.set()
+        noise.join()
+        torch.set_num_threads(threads_before)
+    for a, b in zip(alone, side_by_side, strict=True):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(alone[0]["net.0.weight"], alone[1]["net.0.weight"])  # the seed decides
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(st.lists(st.sampled_from(["red", "blue", "green", "unknown"]), min_size=0, max_size=40), min_size=1, max_size=6),

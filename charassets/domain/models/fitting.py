@@ -1,13 +1,16 @@
-"""Where heads are fitted: in this process, or in worker processes that a build already holds.
+"""Where heads are fitted: in this process's threads, or in worker processes that a build already holds.
 
 A full build with worker processes (``runner.build_everything``) lends them to training: each
 head's fit (the epochs of ``train_head`` / ``train_multilabel_head``, most of training's time)
-runs in a worker while this process samples, masks and scores the others. A fit seeds torch
-itself, so it is reproducible wherever it runs with as many torch threads; a worker has its
-share of the cores (one thread each for two workers on two cores), and a head fitted with
-another thread count differs in the last bits of its weights (at most ~5e-8 for one thread
-against two, measured), not in what the table says (a 200k-record build wrote the same final
-table either way).
+runs in a worker while this process samples, masks and scores the others. With nothing lent,
+the heads are trained in this process, one per core at a time in threads, each fit on its share
+of torch's threads (one each on two cores), while the caller logs the ones done.
+
+A fit draws every random number from its own seeded generator (``heads.AttributeHead``), so it
+is reproducible wherever it runs, beside whatever else, with as many torch threads; a head
+fitted with another thread count differs in the last bits of its weights (at most ~5e-8 for one
+thread against two, measured), not in what the table says (a 200k-record build wrote the same
+final table either way).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TypeVar
+
+import torch
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -44,19 +49,27 @@ def fit(trainer: Callable[..., R], *args) -> R:
 
 
 def each_head(work: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
-    """``work`` over ``items``, yielded in order: one after another, or ``width`` at a time (threads) while a pool
-    is lent, so that the caller handles each result (logs a head) while the next ones are still being fitted.
+    """``work`` over ``items``, yielded in order, ``width`` at a time in threads (a lent pool's width, or with nothing
+    lent one per torch thread of this process), so that the caller handles each result (logs a head) while the next
+    ones are still being fitted; one after another where there is one core or one item.
 
     Close the generator when stopping early (``contextlib.closing``): the heads not started are
     cancelled and the ones in flight (at most ``width``) finished before it returns, so no fit
     outlives the pool it was lent.
     """
     items = list(items)
-    if "pool" not in _LENT or len(items) < 2:
+    lent = "pool" in _LENT
+    cores = torch.get_num_threads()
+    width = min(len(items), int(_LENT["width"]) if lent else cores)  # type: ignore[call-overload]
+    if width < 2:
         yield from (work(i) for i in items)
         return
-    threads = ThreadPoolExecutor(int(_LENT["width"]), thread_name_prefix="head")  # type: ignore[arg-type]
+    threads = ThreadPoolExecutor(width, thread_name_prefix="head")
+    if not lent:  # fits here share the cores: each on its share of torch's threads (restored after)
+        torch.set_num_threads(max(1, cores // width))
     try:
         yield from threads.map(work, items)
     finally:
         threads.shutdown(wait=True, cancel_futures=True)
+        if not lent:
+            torch.set_num_threads(cores)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,15 +41,44 @@ class HeadConfig:
     seed: int = 0
 
 
+class _Dropout(nn.Dropout):
+    """``nn.Dropout`` drawing its masks from ``generator`` when one is set (torch's own kernel, spelled out: the same
+    draws, mask and scaling as the global generator would give in the same state)."""
+
+    generator: torch.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.generator is None or self.p == 0:
+            return super().forward(x)
+        keep = torch.empty_like(x).bernoulli_(1 - self.p, generator=self.generator)
+        keep.div_(1 - self.p)
+        return x * keep
+
+
 class AttributeHead(nn.Module):
-    def __init__(self, dim: int, n_classes: int, config: HeadConfig):
+    """A linear head, or one hidden layer (GELU, dropout) when ``config.hidden``.
+
+    With a ``generator``, the initial weights and the dropout masks come from it rather than torch's global generator,
+    drawn in the same order as ``nn.Linear`` and ``nn.Dropout`` would: a head seeded with ``config.seed`` is the same
+    whichever thread fits it and whatever else runs beside (the global generator is shared by every thread).
+    """
+
+    def __init__(self, dim: int, n_classes: int, config: HeadConfig, generator: torch.Generator | None = None):
         super().__init__()
         if config.hidden:
             self.net = nn.Sequential(
-                nn.Linear(dim, config.hidden), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(config.hidden, n_classes)
+                nn.Linear(dim, config.hidden), nn.GELU(), _Dropout(config.dropout), nn.Linear(config.hidden, n_classes)
             )
         else:
             self.net = nn.Linear(dim, n_classes)
+        if generator is not None:
+            for layer in self.modules():
+                if isinstance(layer, nn.Linear):  # nn.Linear.reset_parameters, from the generator
+                    nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+                    bound = 1 / math.sqrt(layer.in_features)
+                    nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+                elif isinstance(layer, _Dropout):
+                    layer.generator = generator
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -154,14 +184,15 @@ def stable_split(record_ids: list[str], labels: list[str], every: int = 5) -> np
 
 
 def train_head(field: str, x: np.ndarray, labels: list[str], config: HeadConfig = HeadConfig()) -> TrainedHead:
-    """Train with inverse-frequency class weights (the label space is long-tailed)."""
-    torch.manual_seed(config.seed)
+    """Train with inverse-frequency class weights (the label space is long-tailed).
+
+    Seeded by ``config.seed`` alone (initial weights, dropout, batch order): reproducible in any thread."""
     classes = sorted(set(labels))
     index = {c: i for i, c in enumerate(classes)}
     y = torch.tensor([index[v] for v in labels])
     counts = torch.bincount(y, minlength=len(classes)).float()
     weights = counts.sum() / (len(classes) * counts.clamp(min=1))
-    module = AttributeHead(x.shape[1], len(classes), config)
+    module = AttributeHead(x.shape[1], len(classes), config, torch.Generator().manual_seed(config.seed))
     opt = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loss_fn = nn.CrossEntropyLoss(weight=weights)
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
@@ -181,13 +212,13 @@ def _fit(module, opt, loss_fn, xt, y, config: HeadConfig, gen) -> None:
 
 
 def train_multilabel_head(field: str, x: np.ndarray, label_sets: list[list[str]], config: HeadConfig = HeadConfig()) -> TrainedHead:
-    """Independent sigmoid per class, BCE with positive weights (rare styles count as much as common ones)."""
-    torch.manual_seed(config.seed)
+    """Independent sigmoid per class, BCE with positive weights (rare styles count as much as common ones); seeded like
+    ``train_head``."""
     classes = sorted({c for s in label_sets for c in s})
     y = torch.from_numpy(multi_hot(label_sets, classes))
     pos = y.sum(0)
     pos_weight = ((len(y) - pos) / pos.clamp(min=1)).clamp(max=50)
-    module = AttributeHead(x.shape[1], len(classes), config)
+    module = AttributeHead(x.shape[1], len(classes), config, torch.Generator().manual_seed(config.seed))
     opt = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
