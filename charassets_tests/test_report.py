@@ -90,10 +90,62 @@ def test_json_counts_equal_direct_counts_on_the_tables(built):
         pl.col("flags").list.eval(pl.element().str.starts_with("contradicts_profile:hair_color")).list.any().sum()
     ).item()
     assert figures["label_noise"]["contradictions_by_field"].get("Hair Color", 0) == contradictions
+    ontology = build_definitions().resources["catalog"].ontology()
+    names = {f.key: f.name for f in ontology.fields}
+    in_post = (
+        ok.select(pl.col("flags").explode())
+        .filter(pl.col("flags").str.contains(r"^(conflict|several|conflict_resolved):"))
+        .select(pl.col("flags").str.extract(r":([a-z_]+)$", 1).alias("key"), pl.col("flags").str.extract(r"^([a-z_]+):", 1).alias("kind"))
+        .group_by("key", "kind")
+        .len()
+    )
+    noise = figures["label_noise"]
+    assert {(c["field"], c["kind"]): c["n"] for c in noise["in_post_conflicts"]} == {
+        (names.get(k, k), kind): n for k, kind, n in in_post.iter_rows()
+    }
     kinds = {e["kind"] for e in figures["examples"]}
     assert len(figures["examples"]) == 24 and {"image only", "ambiguous", "ok"} <= kinds
     assert any(e["thumbnail"] for e in figures["examples"] if e["kind"] == "image only")
     assert set(figures["long_tail"]["heads"]) >= {"Hair Color", "Gender"}  # per-class recall of the champions, from MLflow
+
+
+def test_label_noise_examples_are_their_records_own_tags_values_and_flags(built, tmp_path):
+    """Records flagged as contradicting their character's profile (two added to a copy of the lake, in two partitions)
+    are counted, and each example shows its own record's tags, value and the profile's value."""
+    from charassets.domain.lake import Lake
+    from charassets.domain.report.figures import FINAL, _label_noise
+
+    _, lake, _, _ = built
+    shutil.copytree(lake.root, tmp_path / "lake")
+    copy = Lake(str(tmp_path / "lake"))
+    final = copy.read(*FINAL)
+    known = pl.col("hair_color").struct.field("value") != "unknown"
+    picked = final.filter((pl.col("status") == "ok") & known).group_by("partition").agg(pl.col("record_id").sort().first())
+    assert picked.height >= 2
+    flagged = dict(picked.head(2).select("record_id", "partition").iter_rows())
+    for partition in set(flagged.values()):
+        rows = copy.read(*FINAL, [partition]).with_columns(
+            pl.when(pl.col("record_id").is_in(list(flagged)))
+            .then(pl.col("flags").list.concat(pl.lit(["contradicts_profile:hair_color=silver"])))
+            .otherwise(pl.col("flags"))
+            .alias("flags")
+        )
+        copy.write_partitions(*FINAL, rows, [partition])
+    ok = copy.read(*FINAL).filter(pl.col("status") == "ok")
+    before = ok.select(pl.col("flags").list.eval(pl.element().str.starts_with("contradicts_profile:hair_color")).list.any().sum()).item()
+    ontology = build_definitions().resources["catalog"].ontology()
+    noise = _label_noise(copy, ontology)
+    assert noise["contradictions_by_field"]["Hair Color"] == before >= 2
+    tags = dict(copy.read("clean", "tags").select("record_id", "tags").iter_rows())
+    by_id = {r["record_id"]: r for r in ok.iter_rows(named=True)}
+    shown = {e["record_id"]: e for e in noise["examples"]}
+    assert set(flagged) <= set(shown)
+    key_of = {f.name: f.key for f in ontology.fields}
+    for rid, e in shown.items():
+        key = key_of[e["field"]]
+        assert e["tags"] == ", ".join(tags[rid]) and e["record_value"] == by_id[rid][key]["value"]
+        assert f"contradicts_profile:{key}={e['profile_value']}" in by_id[rid]["flags"]
+    assert {shown[rid]["profile_value"] for rid in flagged} == {"silver"}
 
 
 def test_the_html_opens_offline_with_every_section_image_and_number(built):

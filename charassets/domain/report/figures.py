@@ -198,19 +198,33 @@ def _long_tail(lake: Lake, heads: dict[str, list[dict]]) -> dict[str, Any]:
     }
 
 
+NOISE_FLAGS = r"^(contradicts_profile|conflict|several|conflict_resolved):"
+
+
 def _label_noise(lake: Lake, ontology: Ontology) -> dict[str, Any]:
-    ok = lake.scan(*FINAL).filter(pl.col("status") == "ok")
-    flags = ok.select("record_id", "flags").explode("flags").drop_nulls("flags")
+    """Contradictions with the character's profile and in-post conflicts, per field, with examples.
+
+    One streamed scan keeps the ok records' flags of these kinds (a small share of all flags); the
+    examples' tags and values are then read from the partitions that hold them only.
+    """
+    flags = _streamed(
+        lake.scan(*FINAL)
+        .filter(pl.col("status") == "ok")
+        .select("record_id", "partition", "flags")
+        .explode("flags")
+        .filter(pl.col("flags").str.contains(NOISE_FLAGS))
+    )
     contra = flags.filter(pl.col("flags").str.starts_with("contradicts_profile:")).with_columns(
         pl.col("flags").str.extract(r"^contradicts_profile:([a-z_]+)=(.*)$", 1).alias("key"),
         pl.col("flags").str.extract(r"^contradicts_profile:([a-z_]+)=(.*)$", 2).alias("profile_value"),
     )
-    by_field = dict(_streamed(contra.group_by("key").agg(pl.len())).sort("key").iter_rows())
-    conflicts = _streamed(
+    by_field = dict(contra.group_by("key").agg(pl.len()).sort("key").iter_rows())
+    conflicts = (
         flags.filter(pl.col("flags").str.contains(r"^(conflict|several|conflict_resolved):"))
         .group_by(pl.col("flags").str.extract(r":([a-z_]+)$", 1).alias("key"), pl.col("flags").str.extract(r"^([a-z_]+):", 1).alias("kind"))
         .agg(pl.len().alias("n"))
-    ).sort("key", "kind")
+        .sort("key", "kind")
+    )
     names = {f.key: f.name for f in ontology.fields}
     lowest: list[dict] = []
     if lake.exists("marts", "character_profiles"):
@@ -229,17 +243,23 @@ def _label_noise(lake: Lake, ontology: Ontology) -> dict[str, Any]:
                 )
                 .to_dicts()
             )
-    examples = _streamed(contra.sort("key", "record_id").group_by("key", maintain_order=True).head(4).head(N_NOISE_EXAMPLES))
+    examples = contra.sort("key", "record_id").group_by("key", maintain_order=True).head(4).head(N_NOISE_EXAMPLES)
     if examples.height and lake.exists("clean", "tags"):
-        tags = _streamed(
-            lake.scan("clean", "tags").select("record_id", "tags").join(examples.lazy().select("record_id"), on="record_id", how="semi")
+        held = examples.select("record_id", "partition").unique()
+        where = sorted(held.get_column("partition").unique().to_list())  # at most N_NOISE_EXAMPLES partitions
+        tags = (
+            lake.scan("clean", "tags", partitions=where)
+            .select("record_id", "partition", "tags")
+            .join(held.lazy(), on=["record_id", "partition"])
+            .collect()
         )
-        values = _streamed(
-            ok.join(examples.lazy().select("record_id").unique(), on="record_id", how="semi").select(
-                "record_id", *[pl.col(k).struct.field("value").cast(pl.String).alias(k) for k in by_field if k in names]
-            )
+        values = (
+            lake.scan(*FINAL, partitions=where)
+            .select("record_id", "partition", *[pl.col(k).struct.field("value").cast(pl.String).alias(k) for k in by_field if k in names])
+            .join(held.lazy(), on=["record_id", "partition"])
+            .collect()
         )
-        examples = examples.join(tags, on="record_id", how="left").join(values, on="record_id", how="left")
+        examples = examples.join(tags, on=["record_id", "partition"], how="left").join(values, on=["record_id", "partition"], how="left")
         rows = [
             {
                 "record_id": r["record_id"],
