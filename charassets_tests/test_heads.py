@@ -416,6 +416,13 @@ def test_heads_fitted_side_by_side_in_threads_equal_heads_fitted_one_after_anoth
         torch.set_num_threads(2)  # each_head fits two at a time, one torch thread each
         side_by_side = list(each_head(fitted, jobs))
         assert torch.get_num_threads() == 2  # restored
+
+        def fails(job):
+            raise ValueError("no such head")
+
+        with pytest.raises(ValueError, match="no such head"):
+            list(each_head(fails, jobs))
+        assert torch.get_num_threads() == 2  # restored after a failed fit too
     finally:
         stop.set()
         noise.join()

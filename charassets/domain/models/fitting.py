@@ -4,7 +4,7 @@ A full build with worker processes (``runner.build_everything``) lends them to t
 head's fit (the epochs of ``train_head`` / ``train_multilabel_head``, most of training's time)
 runs in a worker while this process samples, masks and scores the others. With nothing lent,
 the heads are trained in this process, one per core at a time in threads, each fit on its share
-of torch's threads (one each on two cores), while the caller logs the ones done.
+of torch's threads (one each on two cores), and logged once all are fitted.
 
 A fit draws every random number from its own seeded generator (``heads.AttributeHead``), so it
 is reproducible wherever it runs, beside whatever else, with as many torch threads; a head
@@ -49,9 +49,13 @@ def fit(trainer: Callable[..., R], *args) -> R:
 
 
 def each_head(work: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
-    """``work`` over ``items``, yielded in order, ``width`` at a time in threads (a lent pool's width, or with nothing
-    lent one per torch thread of this process), so that the caller handles each result (logs a head) while the next
-    ones are still being fitted; one after another where there is one core or one item.
+    """``work`` over ``items``, yielded in order, ``width`` at a time in threads; one after another where there is one
+    core or one item.
+
+    With a pool lent (``width`` its width), the caller handles each result (logs a head) while the next ones are
+    still being fitted in the workers. With nothing lent, one thread per torch thread of this process, and every
+    fit is done before the first result is handed over: the caller's logging (plots, MLflow) would hold the
+    interpreter lock the fits need between torch calls (measured: no faster than one fit after another).
 
     Close the generator when stopping early (``contextlib.closing``): the heads not started are
     cancelled and the ones in flight (at most ``width``) finished before it returns, so no fit
@@ -65,11 +69,16 @@ def each_head(work: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
         yield from (work(i) for i in items)
         return
     threads = ThreadPoolExecutor(width, thread_name_prefix="head")
-    if not lent:  # fits here share the cores: each on its share of torch's threads (restored after)
-        torch.set_num_threads(max(1, cores // width))
+    if lent:
+        try:
+            yield from threads.map(work, items)
+        finally:
+            threads.shutdown(wait=True, cancel_futures=True)
+        return
+    torch.set_num_threads(max(1, cores // width))  # the fits share the cores: each on its share of torch's threads
     try:
-        yield from threads.map(work, items)
+        done = list(threads.map(work, items))
     finally:
         threads.shutdown(wait=True, cancel_futures=True)
-        if not lent:
-            torch.set_num_threads(cores)
+        torch.set_num_threads(cores)
+    yield from done
