@@ -375,6 +375,27 @@ def test_heads_fitted_in_a_lent_pool_stop_with_the_caller():
     assert list(each_head(lambda i: fit(slow_square, i), range(3))) == [0, 1, 4]  # nothing lent: here, in order
 
 
+def test_a_heads_own_generator_draws_what_torchs_global_one_would():
+    """Seeded alike, a head built on its own generator starts from the weights torch's own initialisation gives, and
+    its dropout masks are the ones ``nn.Dropout`` draws from the global generator: heads trained before are the same."""
+    import torch
+
+    from charassets.domain.models.heads import AttributeHead, HeadConfig
+
+    for config in (HeadConfig(hidden=16, dropout=0.3), HeadConfig(hidden=0)):
+        torch.manual_seed(3)
+        torchs = AttributeHead(24, 5, config)
+        own = AttributeHead(24, 5, config, torch.Generator().manual_seed(3))
+        assert all(torch.equal(a, b) for a, b in zip(torchs.state_dict().values(), own.state_dict().values(), strict=True))
+        if config.hidden:
+            x = torch.randn(64, 24)
+            torch.manual_seed(11)
+            expected = torchs.train()(x)
+            own.net[2].generator.manual_seed(11)
+            assert torch.equal(own.train()(x), expected)
+            assert not torch.equal(own.eval()(x), own.train()(x))  # dropout on while training, off in eval
+
+
 def test_heads_fitted_side_by_side_in_threads_equal_heads_fitted_one_after_another():
     """A fit draws from its own seeded generator (initial weights, dropout, batch order), not torch's global one that
     every thread shares: heads fitted concurrently (``each_head`` with nothing lent: threads here) have exactly the

@@ -255,6 +255,7 @@ def _label_noise(lake: Lake, ontology: Ontology) -> dict[str, Any]:
         )
         values = (
             lake.scan(*FINAL, partitions=where)
+            .filter(pl.col("status") == "ok")  # a rejected row may carry an ok record's id (a repeated id) in its partition
             .select("record_id", "partition", *[pl.col(k).struct.field("value").cast(pl.String).alias(k) for k in by_field if k in names])
             .join(held.lazy(), on=["record_id", "partition"])
             .collect()
