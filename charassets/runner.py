@@ -11,6 +11,8 @@ at once, which the lake's commit retries make safe.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import math
 import multiprocessing
 import os
@@ -217,6 +219,9 @@ _WORKER: dict = {}
 def _worker_init(env: dict[str, str], instance_ref) -> None:
     from charassets.definitions import build_definitions
 
+    # at exit, after the exit handlers: what the worker made stays out of the interpreter's last garbage collections,
+    # which would walk all of it (measured: a worker's exit after one prepare run, 1.3 -> 0.2 s)
+    atexit.register(gc.freeze)
     _WORKER["defs"] = build_definitions(env)
     _WORKER["instance"] = dg.DagsterInstance.from_ref(instance_ref)
 
@@ -272,7 +277,7 @@ def _worker_pool(workers: int, instance: dg.DagsterInstance, env: Mapping[str, s
     try:
         yield pool
     finally:
-        # on success the callers hold every result here, and the workers' exit (interpreter teardown, ~2 s) overlaps
+        # on success the callers hold every result here, and the workers' exit (interpreter teardown) overlaps
         # what comes next; on an error, runs not started are cancelled and the ones running finish on their own
         pool.shutdown(wait=False, cancel_futures=True)
         for k, v in saved.items():
