@@ -219,8 +219,9 @@ _WORKER: dict = {}
 def _worker_init(env: dict[str, str], instance_ref) -> None:
     from charassets.definitions import build_definitions
 
-    # at exit, after the exit handlers: what the worker made stays out of the interpreter's last garbage collections,
-    # which would walk all of it (measured: a worker's exit after one prepare run, 1.3 -> 0.2 s)
+    # at exit (one exit handler among the others, which still run): what the worker made stays out of the
+    # interpreter's last garbage collections, which would walk all of it (a worker's exit after one prepare run,
+    # measured: 1.3 -> 0.2 s)
     atexit.register(gc.freeze)
     _WORKER["defs"] = build_definitions(env)
     _WORKER["instance"] = dg.DagsterInstance.from_ref(instance_ref)
