@@ -394,6 +394,8 @@ def test_a_heads_own_generator_draws_what_torchs_global_one_would():
             own.net[2].generator.manual_seed(11)
             assert torch.equal(own.train()(x), expected)
             assert not torch.equal(own.eval()(x), own.train()(x))  # dropout on while training, off in eval
+    everything = AttributeHead(24, 5, HeadConfig(hidden=16, dropout=1.0), torch.Generator().manual_seed(3)).train()
+    assert torch.equal(everything.net[:3](torch.randn(8, 24)), torch.zeros(8, 16))  # as nn.Dropout(1.0): zeros, not NaN
 
 
 def test_heads_fitted_side_by_side_in_threads_equal_heads_fitted_one_after_another():

@@ -48,7 +48,7 @@ class _Dropout(nn.Dropout):
     generator: torch.Generator | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.generator is None or self.p == 0:
+        if not self.training or self.generator is None or self.p in (0, 1):  # torch draws nothing for these
             return super().forward(x)
         keep = torch.empty_like(x).bernoulli_(1 - self.p, generator=self.generator)
         keep.div_(1 - self.p)

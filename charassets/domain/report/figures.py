@@ -198,7 +198,8 @@ def _long_tail(lake: Lake, heads: dict[str, list[dict]]) -> dict[str, Any]:
     }
 
 
-NOISE_FLAGS = r"^(contradicts_profile|conflict|several|conflict_resolved):"
+IN_POST_FLAGS = r"^(conflict|several|conflict_resolved):"  # what a post's own tags disagree on
+NOISE_FLAGS = r"^(contradicts_profile|conflict|several|conflict_resolved):"  # and what disagrees with the profile
 
 
 def _label_noise(lake: Lake, ontology: Ontology) -> dict[str, Any]:
@@ -220,7 +221,7 @@ def _label_noise(lake: Lake, ontology: Ontology) -> dict[str, Any]:
     )
     by_field = dict(contra.group_by("key").agg(pl.len()).sort("key").iter_rows())
     conflicts = (
-        flags.filter(pl.col("flags").str.contains(r"^(conflict|several|conflict_resolved):"))
+        flags.filter(pl.col("flags").str.contains(IN_POST_FLAGS))
         .group_by(pl.col("flags").str.extract(r":([a-z_]+)$", 1).alias("key"), pl.col("flags").str.extract(r"^([a-z_]+):", 1).alias("kind"))
         .agg(pl.len().alias("n"))
         .sort("key", "kind")
