@@ -12,10 +12,12 @@ from hypothesis import strategies as st
 
 from charassets.definitions import build_definitions
 from charassets.domain.demo import generate
+from charassets.domain.lake import Lake
 from charassets.domain.models.embedders import HashingEmbedder, TransformersEmbedder, make_embedder
 from charassets.domain.models.features import TagVectorCache, compact_vectors, pool, record_vector_column, vector_matrix
 from charassets.domain.models.heads import NEVER, choose_class_thresholds, masked_features, stable_split
 from charassets.domain.models.registry import model_name
+from charassets.domain.models.sampling import partition_batches, sample_training_data
 from charassets.domain.models.training import class_bounds, field_candidates, merge_candidates, sample_hashes, with_sample_hash
 from charassets.runner import heads_metadata, run_partitions, train
 
@@ -493,3 +495,48 @@ def test_per_class_sample_is_the_same_with_class_bounds_and_stored_hashes(partit
         bounded = merge_candidates(bounded, found, per_class)
     assert bounded.sort("h").equals(plain.sort("h"))
     assert (plain.group_by("label").len().get_column("len").max() or 0) <= per_class
+
+
+def test_partition_batches_keep_the_order_and_bound_the_rows_read_at_once():
+    assert partition_batches(["a", "b", "c", "d"], {"a": 3, "b": 3, "c": 5, "d": 1}, 6) == [["a", "b"], ["c", "d"]]
+    assert partition_batches(["a", "b"], {"a": 9, "b": 1}, 6) == [["a"], ["b"]]  # a larger partition alone
+    assert partition_batches([], {}, 6) == []
+
+
+def test_training_sample_is_the_same_read_a_partition_at_a_time_or_all_at_once(tmp_path, monkeypatch):
+    """The per-class sample does not depend on how many partitions are read at once, and the sampled records' vectors
+    come in the partitions' order, each in its own row order, however the table's files were written."""
+    from charassets.domain.models import sampling
+
+    lake = Lake(str(tmp_path / "lake"))
+    colours = ["red", "blue", "green", "unknown"]
+    parts = [f"p{i}" for i in range(4)]
+    for i, key in reversed(list(enumerate(parts))):  # files written last partition first
+        ids = [f"r{i}-{j}" for j in range(60)]
+        values = [colours[(j * 7 + i) % len(colours)] for j in range(60)]
+        labels = pl.DataFrame(
+            {
+                "record_id": ids,
+                "partition": key,
+                "status": ["ok" if j % 9 else "ambiguous" for j in range(60)],
+                "characters": [[f"c{j % 5}"] for j in range(60)],
+                "hair_color": [{"value": v, "evidence": [f"{v}_hair"]} for v in values],
+            }
+        )
+        vectors = pl.DataFrame({"record_id": ids[::-1], "partition": key, "vector": [bytes([i, j]) for j in range(60)]})
+        lake.write_partitions("labels", "tag_attributes", labels, [key])
+        lake.write_partitions("features", "embeddings", vectors, [key])
+    spec = type("Spec", (), {"key": "hair_color", "cardinality": "single"})()
+    samples = []
+    for rows in (1, 10**9):  # one partition per read, then every partition in one
+        monkeypatch.setattr(sampling, "SAMPLE_BATCH_ROWS", rows)
+        samples.append(sample_training_data(lake, [spec], parts, 6, ("features", "embeddings")))
+    (one, emb_one), (together, emb_together) = samples
+    assert one["hair_color"].sort("h").equals(together["hair_color"].sort("h"))
+    assert one["hair_color"].group_by("label").len().get_column("len").to_list() == [6, 6, 6]
+    assert emb_one.equals(emb_together)
+    sampled = one["hair_color"].select("record_id")
+    expected = pl.concat(
+        [lake.read("features", "embeddings", [k]).join(sampled, on="record_id", how="semi", maintain_order="left") for k in parts]
+    )
+    assert emb_one.height == 18 and emb_one.select(expected.columns).equals(expected)

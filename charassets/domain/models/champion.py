@@ -87,7 +87,7 @@ def train_log_and_gate(
     def train_one(f) -> tuple[FieldResult | None, str]:
         """A field's head on its sampled records, and the digest of what it was trained on."""
         cand = cands[f.key]
-        joined = cand.join(emb, on="record_id", how="inner") if cand is not None else None
+        joined = cand.join(emb, on="record_id", how="inner", maintain_order="right") if cand is not None else None
         if joined is None or not joined.height:
             return None, ""
         vectors = vector_matrix(joined.get_column("vector"))

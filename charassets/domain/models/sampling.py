@@ -25,6 +25,9 @@ from charassets.domain.models.training import (
 )
 
 LABELS = ("labels", "tag_attributes")
+# labelled rows read at once while sampling: bounds the memory a sample needs whatever the data size, in reads few
+# enough that their fixed cost stays small (against one read per 50k-row partition, 5M records: 8.5 -> 4.5 s)
+SAMPLE_BATCH_ROWS = 250_000
 
 
 def head_fields(ontology, wanted: list[str], source: str) -> list:
@@ -42,6 +45,19 @@ def labelled_partitions(table, vectors: tuple[str, str]) -> list[str]:
     return sorted(set(table.partition_counts(*LABELS)) & set(table.partition_counts(*vectors)))
 
 
+def partition_batches(partitions: list[str], rows: dict[str, int], max_rows: int) -> list[list[str]]:
+    """``partitions`` in order, grouped into consecutive batches of at most ``max_rows`` rows (a larger partition alone)."""
+    batches: list[list[str]] = []
+    total = 0
+    for key in partitions:
+        if not batches or total + rows.get(key, 0) > max_rows:
+            batches.append([])
+            total = 0
+        batches[-1].append(key)
+        total += rows.get(key, 0)
+    return batches
+
+
 def sample_training_data(
     table, fields: list, partitions: list[str], per_class: int, vectors: tuple[str, str], only_with_vectors: bool = False
 ) -> tuple[dict[str, pl.DataFrame | None], pl.DataFrame]:
@@ -54,20 +70,24 @@ def sample_training_data(
     columns = ["record_id", "partition", "status", "characters", *(f.key for f in fields)]
     if SAMPLE_HASH in table.scan(*LABELS).collect_schema():  # hashed when labelled (labels written before: hashed here)
         columns.append(SAMPLE_HASH)
-    for key in partitions:
-        labels = table.scan(*LABELS, [key]).select(columns).filter(pl.col("status") == "ok").collect()
+    counts = table.partition_counts(*LABELS)
+    for batch in partition_batches(partitions, counts, SAMPLE_BATCH_ROWS):
+        labels = table.scan(*LABELS, batch).select(columns).filter(pl.col("status") == "ok").collect()
         if only_with_vectors:
-            labels = labels.join(table.scan(*vectors, [key]).select("record_id").collect(), on="record_id", how="semi")
-        labels = with_sample_hash(labels).sort("h")  # hashed and ordered once, for every field's bottom-k
+            labels = labels.join(table.scan(*vectors, batch).select("record_id").collect(), on="record_id", how="semi")
+        labels = with_sample_hash(labels)  # each field sorts only the rows that may enter its sample
         for f in fields:
             if f.cardinality == "multi":
                 cands[f.key] = merge_multi(cands[f.key], multi_candidates(labels, f, per_class), per_class)
             else:
                 found = field_candidates(labels, f, per_class, class_bounds(cands[f.key], per_class))
                 cands[f.key] = merge_candidates(cands[f.key], found, per_class)
-    ids = pl.concat([c.select("record_id") for c in cands.values() if c is not None]).unique()
-    emb = pl.concat([compact_vectors(table.scan(*vectors, [k]).join(ids.lazy(), on="record_id", how="semi").collect()) for k in partitions])
-    return cands, emb
+    ids = pl.concat([c.select("record_id") for c in cands.values() if c is not None]).unique().get_column("record_id")
+    # one scan of every partition, filtered by id as it is read (the filter reaches the Parquet reader, which decodes
+    # the vectors of matching rows only; a semi-join per partition decoded every vector: 5M records, 5.0 -> 1.8-2.4 s)
+    emb = table.scan(*vectors, partitions).filter(pl.col("record_id").is_in(ids.implode())).collect()
+    # in the partitions' order, each in its own row order: the order heads are trained in (``train_log_and_gate``)
+    return cands, compact_vectors(emb.sort("partition", maintain_order=True))
 
 
 def near_duplicate_groups(table, records: pl.DataFrame, max_hamming: int = 6) -> pl.DataFrame:
