@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 
 from charassets.definitions import build_definitions
 from charassets.domain.demo import generate
-from charassets.domain.lake import Lake
+from charassets.domain.lake import Lake, partition_batches
 from charassets.domain.models.embedders import HashingEmbedder, TransformersEmbedder, make_embedder
 from charassets.domain.models.features import TagVectorCache, compact_vectors, pool, record_vector_column, vector_matrix
 from charassets.domain.models.heads import NEVER, choose_class_thresholds, masked_features, stable_split
 from charassets.domain.models.registry import model_name
-from charassets.domain.models.sampling import partition_batches, sample_training_data
+from charassets.domain.models.sampling import sample_training_data
 from charassets.domain.models.training import class_bounds, field_candidates, merge_candidates, sample_hashes, with_sample_hash
 from charassets.runner import heads_metadata, run_partitions, train
 

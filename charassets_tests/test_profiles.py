@@ -126,3 +126,48 @@ def test_prior_profiles_merge_back_as_counts_for_single_and_list_fields(ontology
     assert (style["value"], style["support"], style["records"]) == ("twintails", 6, 8)  # the lake's 3 of 4, and the file's 3 of 4
     colour = merged.filter(pl.col("field") == "hair_color").row(0, named=True)
     assert (colour["value"], colour["support"], colour["records"]) == ("aqua", 8, 10)
+
+
+def test_value_counts_are_each_single_character_posts_directly_evidenced_values(tmp_path, danbooru_vocabulary, ontology):
+    """``value_counts`` against the rule spelled out record by record in Python: an ok post naming one character counts
+    for its tag-stated value when any of its evidence is direct; a post stating several values counts once for each value
+    its direct evidence names; a list field counts each value and that it is stated at all. The same record id in two
+    partitions read together counts twice."""
+    from collections import Counter
+
+    from charassets.domain.tags.profiles import STATED, direct_rules, multi_profile_fields, profile_fields
+
+    cfg = SourcesConfig.from_yaml(
+        generate(tmp_path, n=6_000, characters=shared_file("characters/character_core_tags.csv"), rows_per_partition=3_000)
+    )
+    parts = []
+    for spec in cfg.sources:
+        for row in register(spec).iter_rows(named=True):
+            records, _ = read_chunk(Chunk.from_row(row), spec)
+            parts.append(label_stage(clean_stage(records, spec, danbooru_vocabulary)[0], ontology))
+    labels = pl.concat(parts, how="diagonal_relaxed")
+    labels = pl.concat([labels, labels.head(500).with_columns(pl.lit("another").alias("partition"))])  # ids seen twice
+    expected: Counter = Counter()
+    direct = {f.key: direct_rules(ontology, f.name) for f in profile_fields(ontology)}
+    for r in labels.iter_rows(named=True):
+        if r["status"] != "ok" or len(r["characters"] or []) != 1:
+            continue
+        character = r["characters"][0]
+        for f in profile_fields(ontology):
+            v = r[f.key]
+            if v["source"] != "tags" or v["value"] == "unknown":
+                continue
+            named = {value for tag, value in direct[f.key].iter_rows() if tag in (v["evidence"] or [])}
+            if f"several:{f.key}" in (r["flags"] or []):
+                expected.update((character, f.key, value) for value in named)
+            elif named:
+                expected[(character, f.key, v["value"])] += 1
+        for f in multi_profile_fields(ontology):
+            v = r[f.key]
+            if v["source"] == "tags" and v["value"]:
+                expected.update((character, f.key, value) for value in v["value"])
+                expected[(character, f.key, STATED)] += 1
+    got = {(c, f, v): n for c, f, v, n in value_counts(labels, ontology).iter_rows()}
+    assert got == dict(expected)
+    several = labels.filter(pl.col("flags").list.eval(pl.element().str.starts_with("several:")).list.any() & (pl.col("status") == "ok"))
+    assert several.height > 0 and len(got) > 50  # both paths exercised

@@ -258,3 +258,16 @@ class Lake:
         actions = pl.DataFrame(dt.get_add_actions(flatten=True))
         size = int(actions.get_column("size_bytes").sum()) if actions.height else 0
         return {"version": dt.version(), "files": actions.height, "bytes": size}
+
+
+def partition_batches(partitions: list[str], rows: dict[str, int], max_rows: int) -> list[list[str]]:
+    """``partitions`` in order, grouped into consecutive batches of at most ``max_rows`` rows (a larger partition alone)."""
+    batches: list[list[str]] = []
+    total = 0
+    for key in partitions:
+        if not batches or total + rows.get(key, 0) > max_rows:
+            batches.append([])
+            total = 0
+        batches[-1].append(key)
+        total += rows.get(key, 0)
+    return batches

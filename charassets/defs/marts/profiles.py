@@ -6,7 +6,18 @@ import polars as pl
 from charassets.defs.metadata import preview
 from charassets.defs.partitions import table_asset
 from charassets.defs.resources import CatalogResource, LakeResource
-from charassets.domain.tags.profiles import COUNT_SCHEMA, build_profiles, merge_counts, profiles_as_counts, usable, value_counts, with_prior
+from charassets.domain.lake import partition_batches
+from charassets.domain.tags.profiles import (
+    COUNT_SCHEMA,
+    PROFILE_BATCH_ROWS,
+    build_profiles,
+    label_columns,
+    merge_counts,
+    profiles_as_counts,
+    usable,
+    value_counts,
+    with_prior,
+)
 
 
 @table_asset("marts/character_profiles", kinds={"delta", "polars"})
@@ -15,9 +26,14 @@ def character_profiles(context: dg.AssetExecutionContext, lake: LakeResource, ca
     table = lake.for_asset(context)
     ontology = catalog.ontology()
     counts = None
-    partitions = sorted(table.partition_counts("labels", "tag_attributes"))
-    for key in partitions:
-        counts = merge_counts(counts, value_counts(table.read("labels", "tag_attributes", [key]), ontology))
+    rows = table.partition_counts("labels", "tag_attributes")
+    partitions = sorted(rows)
+    # only the columns counted, of single-character ok records, several partitions a read (5M records, one thread as in a
+    # worker: ~27 -> 8 s with the counting itself in one plan, ``value_counts``)
+    single = (pl.col("status") == "ok") & (pl.col("characters").list.len() == 1)
+    for batch in partition_batches(partitions, rows, PROFILE_BATCH_ROWS):
+        labels = table.scan("labels", "tag_attributes", batch).select(label_columns(ontology)).filter(single).collect()
+        counts = merge_counts(counts, value_counts(labels, ontology))
     prior = catalog.prior_profiles_path
     if prior:  # profiles from another lake (e.g. the main one when extracting a file): only where this data says nothing
         counts = with_prior(counts, profiles_as_counts(pl.read_delta(prior), ontology))

@@ -12,6 +12,7 @@ import json
 import polars as pl
 
 from charassets.domain.dedup import near_duplicate_clusters
+from charassets.domain.lake import partition_batches
 from charassets.domain.models.features import compact_vectors
 from charassets.domain.models.heads import HeadConfig
 from charassets.domain.models.training import (
@@ -43,19 +44,6 @@ def head_fields(ontology, wanted: list[str], source: str) -> list:
 def labelled_partitions(table, vectors: tuple[str, str]) -> list[str]:
     """The partitions that hold both tag labels and ``vectors``."""
     return sorted(set(table.partition_counts(*LABELS)) & set(table.partition_counts(*vectors)))
-
-
-def partition_batches(partitions: list[str], rows: dict[str, int], max_rows: int) -> list[list[str]]:
-    """``partitions`` in order, grouped into consecutive batches of at most ``max_rows`` rows (a larger partition alone)."""
-    batches: list[list[str]] = []
-    total = 0
-    for key in partitions:
-        if not batches or total + rows.get(key, 0) > max_rows:
-            batches.append([])
-            total = 0
-        batches[-1].append(key)
-        total += rows.get(key, 0)
-    return batches
 
 
 def sample_training_data(

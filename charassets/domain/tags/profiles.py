@@ -65,31 +65,43 @@ def direct_rules(ontology: Ontology, field_name: str) -> pl.DataFrame:
     return ontology.rules.filter((pl.col("field") == field_name) & (pl.col("rank") >= 1)).select("tag", "value")
 
 
+PROFILE_BATCH_ROWS = 250_000  # labelled rows read at once while counting: bounded memory, in few reads
+
+
+def label_columns(ontology: Ontology) -> list[str]:
+    """The columns of the labels that ``value_counts`` reads."""
+    fields = [*profile_fields(ontology), *multi_profile_fields(ontology)]
+    return ["record_id", "partition", "status", "characters", "flags", *(f.key for f in fields)]
+
+
 def value_counts(labels: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
     """(character, field, value, n) over records showing exactly one named character; taken from tag evidence only."""
-    single = labels.filter((pl.col("status") == "ok") & (pl.col("characters").list.len() == 1)).with_columns(
-        pl.col("characters").list.first().alias("character")
+    # one plan for every field, run at once: each field's records and their evidence are worked out once
+    single = (
+        labels.lazy()
+        .filter((pl.col("status") == "ok") & (pl.col("characters").list.len() == 1))
+        .with_columns(pl.col("characters").list.first().alias("character"))
     )
+    # a record is its partition and id: the same id in two partitions read together (one post in two files) counts twice
+    record = [c for c in ("partition", "record_id") if c in labels.columns]
     parts = []
     for f in profile_fields(ontology):
         v = pl.col(f.key).struct
         several = pl.col("flags").list.contains(f"several:{f.key}")
         stated = single.filter((v.field("source") == "tags") & (v.field("value") != UNKNOWN)).select(
-            "record_id", "character", several.alias("several"), v.field("value").alias("value"), v.field("evidence").alias("evidence")
+            *record, "character", several.alias("several"), v.field("value").alias("value"), v.field("evidence").alias("evidence")
         )
         # only direct evidence describes the character: a school uniform in one post is an outfit, not an age
         direct = direct_rules(ontology, f.name)
-        named = stated.select("record_id", "character", "several", pl.col("evidence").alias("tag")).explode("tag").join(direct, on="tag")
-        # a post naming several values (``several:``) counts for each of them: "first listed" would be
-        # the alphabetically first colour in Danbooru's sorted tag strings, not the most salient one
+        # a post naming several values (``several:``) counts for each of the values its direct evidence names: "first
+        # listed" would be the alphabetically first colour in Danbooru's sorted tag strings, not the most salient one
+        named = stated.filter("several").select(*record, "character", pl.col("evidence").alias("tag")).explode("tag")
         parts.append(
-            named.filter("several").select("record_id", "character", pl.lit(f.key).alias("field"), "value").unique().drop("record_id")
+            named.join(direct.lazy(), on="tag").select(*record, "character", pl.lit(f.key).alias("field"), "value").unique().drop(record)
         )
-        parts.append(
-            stated.filter(~pl.col("several"))
-            .join(named.select("record_id").unique(), on="record_id", how="semi")
-            .select("character", pl.lit(f.key).alias("field"), "value")
-        )
+        # any other post counts for its value when any of its evidence is direct
+        direct_evidence = pl.col("evidence").list.eval(pl.element().is_in(direct.get_column("tag").implode())).list.any()
+        parts.append(stated.filter(~pl.col("several") & direct_evidence).select("character", pl.lit(f.key).alias("field"), "value"))
     for f in multi_profile_fields(ontology):
         stated = single.filter((pl.col(f.key).struct.field("source") == "tags") & (pl.col(f.key).struct.field("value").list.len() > 0))
         values = stated.select("character", pl.col(f.key).struct.field("value").alias("value")).explode("value")
@@ -97,7 +109,7 @@ def value_counts(labels: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
         parts.append(stated.select("character", pl.lit(f.key).alias("field"), pl.lit(STATED).alias("value")))
     if not parts:
         return pl.DataFrame(schema=COUNT_SCHEMA)
-    return pl.concat(parts).group_by("character", "field", "value").agg(pl.len().cast(pl.Int64).alias("n")).cast(COUNT_SCHEMA)
+    return pl.concat(parts).group_by("character", "field", "value").agg(pl.len().cast(pl.Int64).alias("n")).cast(COUNT_SCHEMA).collect()
 
 
 def merge_counts(a: pl.DataFrame | None, b: pl.DataFrame) -> pl.DataFrame:
