@@ -19,7 +19,7 @@ from __future__ import annotations
 import polars as pl
 
 from charassets.domain.ontology import Ontology
-from charassets.domain.tags.cleaning import OVERLONG, pair_key
+from charassets.domain.tags.cleaning import OVERLONG
 
 STATUSES = ("ok", "ambiguous", "no_character", "rejected")
 UNKNOWN = "unknown"
@@ -148,11 +148,15 @@ def resolve_fields(tokens: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
     """
     matches = (
         tokens.join(_field_rules(tokens.get_column("tag"), ontology), on="tag", how="inner")
-        .sort(pair_key(pl.col("record_id"), pl.col("pos")))  # (row number, position) as one sort key
         .with_columns((pl.col("record_id").cast(pl.UInt64) * 2**FIELD_BITS + pl.col("fid")).alias("rf"))
+        # each (record, field)'s tags together, in source order: the group-bys and window over ``rf`` below then take
+        # polars' path for sorted keys (a 50k-record partition: 0.44 -> 0.37 s)
+        .sort("rf", "pos")
+        .set_sorted("rf")
     )
     top = matches.with_columns(pl.col("rank").max().over("rf").alias("top_rank"))
     per_value = _noisy_or(top.filter(pl.col("multi") | (pl.col("rank") == pl.col("top_rank"))), ["rf", "vid"], ["value", "ordinal"])
+    per_value = per_value.set_sorted("rf")  # its groups come in order of first appearance: by ``rf``
     values = per_value.group_by("rf", maintain_order=True).agg(  # values in order of first appearance
         pl.col("value").alias("values"),
         pl.col("confidence").alias("confidences"),
