@@ -353,7 +353,8 @@ def clean_tags(
         cond = pl.col("category") != "prompt" if cat is None else pl.col("category") == cat
         return pl.col("token").filter(cond)
 
-    grouped = tokens.group_by("record_id", maintain_order=True).agg(  # rows are in (record_id, pos) order
+    # rows are in (record_id, pos) order: flagged sorted, the group-by takes polars' path for sorted keys
+    grouped = tokens.set_sorted("record_id").group_by("record_id", maintain_order=True).agg(
         collect(None).alias("tags"),
         *(collect(c).alias(c) for c in CATEGORY_COLUMNS),
         pl.col("token").filter("is_unknown").alias("unknown_tags"),
