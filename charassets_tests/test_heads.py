@@ -504,39 +504,60 @@ def test_partition_batches_keep_the_order_and_bound_the_rows_read_at_once():
 
 
 def test_training_sample_is_the_same_read_a_partition_at_a_time_or_all_at_once(tmp_path, monkeypatch):
-    """The per-class sample does not depend on how many partitions are read at once, and the sampled records' vectors
-    come in the partitions' order, each in its own row order, however the table's files were written."""
+    """The per-class samples (a single-valued and a list field) do not depend on how many partitions are read at once,
+    also where a record id repeats in another partition (a post in two files: its copies tie on the hash) and when
+    sampling only records with a vector in their own partition; the sampled records' vectors come in the partitions'
+    order, each in its own row order, whatever order the table's files are scanned in."""
     from charassets.domain.models import sampling
 
     lake = Lake(str(tmp_path / "lake"))
-    colours = ["red", "blue", "green", "unknown"]
+    colours, styles = ["red", "blue", "green", "unknown"], ["ponytail", "braid", "bun"]
     parts = [f"p{i}" for i in range(4)]
-    for i, key in reversed(list(enumerate(parts))):  # files written last partition first
-        ids = [f"r{i}-{j}" for j in range(60)]
-        values = [colours[(j * 7 + i) % len(colours)] for j in range(60)]
+    plain = {key: [f"r{i}-{j}" for j in range(60)] for i, key in enumerate(parts)}
+    lowest = min(sample_hashes(pl.Series([r for ids in plain.values() for r in ids])).to_list())
+    spare = [f"dup-{n}" for n in range(5000)]
+    # two ids hashing below every other record, so each copy is first in line for its class's sample
+    twice, moved = [r for r, h in zip(spare, sample_hashes(pl.Series(spare)).to_list(), strict=True) if h < lowest][:2]
+    for i, key in enumerate(parts):  # written first to last: a scan of them all returns them last first
+        ids = plain[key] + ([twice, moved] if i in (1, 2) else [])
+        n = len(ids)
+        colour = [colours[(j * 7 + i) % 4] for j in range(n)]
+        if i in (1, 2):  # ``twice``: red in both partitions; ``moved``: blue in p1 (no vector there), red in p2
+            colour[-2:] = ["red", "blue" if i == 1 else "red"]
         labels = pl.DataFrame(
             {
                 "record_id": ids,
                 "partition": key,
-                "status": ["ok" if j % 9 else "ambiguous" for j in range(60)],
-                "characters": [[f"c{j % 5}"] for j in range(60)],
-                "hair_color": [{"value": v, "evidence": [f"{v}_hair"]} for v in values],
+                "status": ["ok" if j % 9 else "ambiguous" for j in range(n)],
+                "characters": [[f"c{(j + i) % 5}"] for j in range(n)],
+                "hair_color": [{"value": c, "evidence": [f"{c}_hair"]} for c in colour],
+                "hair_style": [{"value": styles[: (j + i) % 4], "evidence": styles[: (j + i) % 4]} for j in range(n)],
             }
         )
-        vectors = pl.DataFrame({"record_id": ids[::-1], "partition": key, "vector": [bytes([i, j]) for j in range(60)]})
+        with_vector = [r for j, r in enumerate(ids) if (j % 4 and r != moved) or r == twice or (r == moved and i == 2)]
+        vectors = pl.DataFrame(
+            {"record_id": with_vector[::-1], "partition": key, "vector": [bytes([i, j]) for j in range(len(with_vector))]}
+        )
         lake.write_partitions("labels", "tag_attributes", labels, [key])
         lake.write_partitions("features", "embeddings", vectors, [key])
-    spec = type("Spec", (), {"key": "hair_color", "cardinality": "single"})()
-    samples = []
-    for rows in (1, 10**9):  # one partition per read, then every partition in one
-        monkeypatch.setattr(sampling, "SAMPLE_BATCH_ROWS", rows)
-        samples.append(sample_training_data(lake, [spec], parts, 6, ("features", "embeddings")))
-    (one, emb_one), (together, emb_together) = samples
-    assert one["hair_color"].sort("h").equals(together["hair_color"].sort("h"))
-    assert one["hair_color"].group_by("label").len().get_column("len").to_list() == [6, 6, 6]
-    assert emb_one.equals(emb_together)
-    sampled = one["hair_color"].select("record_id")
-    expected = pl.concat(
-        [lake.read("features", "embeddings", [k]).join(sampled, on="record_id", how="semi", maintain_order="left") for k in parts]
-    )
-    assert emb_one.height == 18 and emb_one.select(expected.columns).equals(expected)
+    single = type("Spec", (), {"key": "hair_color", "cardinality": "single"})()
+    multi = type("Spec", (), {"key": "hair_style", "cardinality": "multi"})()
+    for only_with_vectors, per_class in [(False, 1), (False, 2), (False, 6), (True, 1), (True, 6)]:
+        samples = []
+        for rows in (1, 10**9):  # one partition per read (as before batches), then every partition in one
+            monkeypatch.setattr(sampling, "SAMPLE_BATCH_ROWS", rows)
+            samples.append(sample_training_data(lake, [single, multi], parts, per_class, ("features", "embeddings"), only_with_vectors))
+        (one, emb_one), (together, emb_together) = samples
+        for key in ("hair_color", "hair_style"):
+            assert one[key].sort("h", "partition").equals(together[key].sort("h", "partition"))
+        assert emb_one.equals(emb_together)
+        assert one["hair_color"].group_by("label").len().get_column("len").to_list() == [per_class] * 3
+        red = one["hair_color"].filter(pl.col("label") == "red").sort("h", "partition")
+        assert red.get_column("record_id")[0] == twice and red.get_column("partition")[0] == "p1"  # the earlier copy first
+        blue = one["hair_color"].filter(pl.col("label") == "blue")
+        assert (moved in blue.get_column("record_id").to_list()) != only_with_vectors  # p1's copy has no vector in p1
+        sampled = pl.concat([one[k].select("record_id") for k in ("hair_color", "hair_style")]).unique()
+        expected = pl.concat(
+            [lake.read("features", "embeddings", [k]).join(sampled, on="record_id", how="semi", maintain_order="left") for k in parts]
+        )
+        assert emb_one.height > 0 and emb_one.select(expected.columns).equals(expected)

@@ -87,6 +87,8 @@ def train_log_and_gate(
     def train_one(f) -> tuple[FieldResult | None, str]:
         """A field's head on its sampled records, and the digest of what it was trained on."""
         cand = cands[f.key]
+        # in the vectors' order (partition, then row): the order the epochs draw batches from. A join that does not say
+        # follows whichever side polars hashes, which depends on the sizes
         joined = cand.join(emb, on="record_id", how="inner", maintain_order="right") if cand is not None else None
         if joined is None or not joined.height:
             return None, ""

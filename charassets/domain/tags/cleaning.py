@@ -354,12 +354,16 @@ def clean_tags(
         return pl.col("token").filter(cond)
 
     # rows are in (record_id, pos) order: flagged sorted, the group-by takes polars' path for sorted keys
-    grouped = tokens.set_sorted("record_id").group_by("record_id", maintain_order=True).agg(
-        collect(None).alias("tags"),
-        *(collect(c).alias(c) for c in CATEGORY_COLUMNS),
-        pl.col("token").filter("is_unknown").alias("unknown_tags"),
-        collect("prompt").alias("prompt_tags"),
-        (pl.col("spelled") + "=" + pl.col("token")).filter(pl.col("spelled") != pl.col("token")).alias("rewrites"),
+    grouped = (
+        tokens.set_sorted("record_id")
+        .group_by("record_id", maintain_order=True)
+        .agg(
+            collect(None).alias("tags"),
+            *(collect(c).alias(c) for c in CATEGORY_COLUMNS),
+            pl.col("token").filter("is_unknown").alias("unknown_tags"),
+            collect("prompt").alias("prompt_tags"),
+            (pl.col("spelled") + "=" + pl.col("token")).filter(pl.col("spelled") != pl.col("token")).alias("rewrites"),
+        )
     )
     out = (
         records.select("record_id")

@@ -150,7 +150,7 @@ def resolve_fields(tokens: pl.DataFrame, ontology: Ontology) -> pl.DataFrame:
         tokens.join(_field_rules(tokens.get_column("tag"), ontology), on="tag", how="inner")
         .with_columns((pl.col("record_id").cast(pl.UInt64) * 2**FIELD_BITS + pl.col("fid")).alias("rf"))
         # each (record, field)'s tags together, in source order: the group-bys and window over ``rf`` below then take
-        # polars' path for sorted keys (a 50k-record partition: 0.44 -> 0.37 s)
+        # polars' path for sorted keys (a 50k-record partition, one thread: 0.44 -> 0.34 s)
         .sort("rf", "pos")
         .set_sorted("rf")
     )
