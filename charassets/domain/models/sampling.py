@@ -67,7 +67,11 @@ def sample_training_data(
         labels = with_sample_hash(labels)  # each field sorts only the rows that may enter its sample
         # a batch sampled at once gives what its partitions sampled one after another give, unless an id repeats across
         # them (a post in two files: its copies tie on the hash): then one after another, in order, as before batches
-        parts = [labels] if labels.get_column("record_id").is_unique().all() else [labels.filter(pl.col("partition") == k) for k in batch]
+        parts = (
+            [labels]
+            if labels.get_column("record_id").n_unique() == labels.height
+            else [labels.filter(pl.col("partition") == k) for k in batch]
+        )
         for part in parts:
             for f in fields:
                 if f.cardinality == "multi":
