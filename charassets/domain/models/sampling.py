@@ -27,7 +27,7 @@ from charassets.domain.models.training import (
 
 LABELS = ("labels", "tag_attributes")
 # labelled rows read at once while sampling: bounds the memory a sample needs whatever the data size, in reads few
-# enough that their fixed cost stays small (against one read per 50k-row partition, 5M records: 8.5 -> 4.5 s)
+# enough that their fixed cost stays small (the 5M bench lake: 8.5 s with one read per 50k-row partition, 4.5-5.8 s)
 SAMPLE_BATCH_ROWS = 250_000
 
 
