@@ -503,13 +503,11 @@ def test_partition_batches_keep_the_order_and_bound_the_rows_read_at_once():
     assert partition_batches([], {}, 6) == []
 
 
-def test_training_sample_is_the_same_read_a_partition_at_a_time_or_all_at_once(tmp_path, monkeypatch):
+def test_training_sample_is_the_same_read_a_partition_at_a_time_or_all_at_once(tmp_path):
     """The per-class samples (a single-valued and a list field) do not depend on how many partitions are read at once,
     also where a record id repeats in another partition (a post in two files: its copies tie on the hash) and when
     sampling only records with a vector in their own partition; the sampled records' vectors come in the partitions'
     order, each in its own row order, whatever order the table's files are scanned in."""
-    from charassets.domain.models import sampling
-
     lake = Lake(str(tmp_path / "lake"))
     colours, styles = ["red", "blue", "green", "unknown"], ["ponytail", "braid", "bun"]
     parts = [f"p{i}" for i in range(4)]
@@ -545,8 +543,9 @@ def test_training_sample_is_the_same_read_a_partition_at_a_time_or_all_at_once(t
     for only_with_vectors, per_class in [(False, 1), (False, 2), (False, 6), (True, 1), (True, 6)]:
         samples = []
         for rows in (1, 10**9):  # one partition per read (as before batches), then every partition in one
-            monkeypatch.setattr(sampling, "SAMPLE_BATCH_ROWS", rows)
-            samples.append(sample_training_data(lake, [single, multi], parts, per_class, ("features", "embeddings"), only_with_vectors))
+            samples.append(
+                sample_training_data(lake, [single, multi], parts, per_class, ("features", "embeddings"), only_with_vectors, rows)
+            )
         (one, emb_one), (together, emb_together) = samples
         for key in ("hair_color", "hair_style"):
             assert one[key].sort("h", "partition").equals(together[key].sort("h", "partition"))

@@ -260,8 +260,15 @@ class Lake:
         return {"version": dt.version(), "files": actions.height, "bytes": size}
 
 
-def partition_batches(partitions: list[str], rows: dict[str, int], max_rows: int) -> list[list[str]]:
-    """``partitions`` in order, grouped into consecutive batches of at most ``max_rows`` rows (a larger partition alone)."""
+# rows read at once by the scans that visit every partition (training sample, profiles, report figures): memory bounded
+# whatever the data size, in reads few enough that their fixed cost stays small (a read per 50k-row partition cost the
+# 5M-record training sample 8.5 s, batches of this size 4.5-5.8 s)
+READ_BATCH_ROWS = 250_000
+
+
+def partition_batches(partitions: list[str], rows: dict[str, int], max_rows: int = READ_BATCH_ROWS) -> list[list[str]]:
+    """``partitions`` in order, grouped into consecutive batches of at most ``max_rows`` rows (``rows``: per partition;
+    a larger partition alone)."""
     batches: list[list[str]] = []
     total = 0
     for key in partitions:

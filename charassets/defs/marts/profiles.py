@@ -9,7 +9,6 @@ from charassets.defs.resources import CatalogResource, LakeResource
 from charassets.domain.lake import partition_batches
 from charassets.domain.tags.profiles import (
     COUNT_SCHEMA,
-    PROFILE_BATCH_ROWS,
     build_profiles,
     label_columns,
     merge_counts,
@@ -31,7 +30,7 @@ def character_profiles(context: dg.AssetExecutionContext, lake: LakeResource, ca
     # only the columns counted, of single-character ok records, several partitions a read, each counted in one plan
     # (``value_counts``): the 5M bench lake in 8 s on one thread, where whole partitions one at a time took 20 s on two
     single = (pl.col("status") == "ok") & (pl.col("characters").list.len() == 1)
-    for batch in partition_batches(partitions, rows, PROFILE_BATCH_ROWS):
+    for batch in partition_batches(partitions, rows):
         labels = table.scan("labels", "tag_attributes", batch).select(label_columns(ontology)).filter(single).collect()
         counts = merge_counts(counts, value_counts(labels, ontology))
     prior = catalog.prior_profiles_path

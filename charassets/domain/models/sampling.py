@@ -12,7 +12,7 @@ import json
 import polars as pl
 
 from charassets.domain.dedup import near_duplicate_clusters
-from charassets.domain.lake import partition_batches
+from charassets.domain.lake import READ_BATCH_ROWS, partition_batches
 from charassets.domain.models.features import compact_vectors
 from charassets.domain.models.heads import HeadConfig
 from charassets.domain.models.training import (
@@ -26,9 +26,6 @@ from charassets.domain.models.training import (
 )
 
 LABELS = ("labels", "tag_attributes")
-# labelled rows read at once while sampling: bounds the memory a sample needs whatever the data size, in reads few
-# enough that their fixed cost stays small (the 5M bench lake: 8.5 s with one read per 50k-row partition, 4.5-5.8 s)
-SAMPLE_BATCH_ROWS = 250_000
 
 
 def head_fields(ontology, wanted: list[str], source: str) -> list:
@@ -47,11 +44,18 @@ def labelled_partitions(table, vectors: tuple[str, str]) -> list[str]:
 
 
 def sample_training_data(
-    table, fields: list, partitions: list[str], per_class: int, vectors: tuple[str, str], only_with_vectors: bool = False
+    table,
+    fields: list,
+    partitions: list[str],
+    per_class: int,
+    vectors: tuple[str, str],
+    only_with_vectors: bool = False,
+    batch_rows: int = READ_BATCH_ROWS,
 ) -> tuple[dict[str, pl.DataFrame | None], pl.DataFrame]:
     """Per field, a bounded per-class sample of labelled records across partitions, and the vectors of those records.
 
     ``only_with_vectors``: sample among the records that have a row in ``vectors`` (images are a subset of records).
+    ``batch_rows``: labelled rows read at once (the sample is the same whatever it is).
     """
     cands: dict[str, pl.DataFrame | None] = {f.key: None for f in fields}
     # only what a sample holds, and only ``ok`` records (the only ones a head learns from)
@@ -59,7 +63,7 @@ def sample_training_data(
     if SAMPLE_HASH in table.scan(*LABELS).collect_schema():  # hashed when labelled (labels written before: hashed here)
         columns.append(SAMPLE_HASH)
     counts = table.partition_counts(*LABELS)
-    for batch in partition_batches(partitions, counts, SAMPLE_BATCH_ROWS):
+    for batch in partition_batches(partitions, counts, batch_rows):
         labels = table.scan(*LABELS, batch).select(columns).filter(pl.col("status") == "ok").collect()
         if only_with_vectors:  # by record and partition: the same id may be another partition's record (a post in two files)
             have = table.scan(*vectors, batch).select("record_id", "partition").collect()

@@ -15,7 +15,7 @@ from typing import Any
 
 import polars as pl
 
-from charassets.domain.lake import Lake
+from charassets.domain.lake import Lake, partition_batches
 from charassets.domain.ontology import Ontology
 from charassets.domain.tags.extraction import UNKNOWN
 
@@ -62,22 +62,6 @@ def _overview(lake: Lake) -> dict[str, Any]:
     return out
 
 
-FIELD_BATCH_ROWS = 250_000  # rows of the final table per batch of partitions: what one batch holds in memory
-
-
-def _partition_batches(lake: Lake, rows: int = FIELD_BATCH_ROWS) -> list[list[str]]:
-    """The final table's partitions in batches of about ``rows`` rows."""
-    batches: list[list[str]] = [[]]
-    size = 0
-    for key, n in sorted(lake.partition_counts(*FINAL).items()):
-        if batches[-1] and size + n > rows:
-            batches.append([])
-            size = 0
-        batches[-1].append(key)
-        size += n
-    return [b for b in batches if b]
-
-
 def _field_batch(ok: pl.DataFrame, ontology: Ontology) -> list[pl.DataFrame]:
     """One batch's per-field figures, to be summed: per field its counts, its values and its sources."""
     frame = ok.lazy()
@@ -118,7 +102,8 @@ def _field_figures(lake: Lake, ontology: Ontology) -> dict[str, Any]:
     """
     parts: list[list[pl.DataFrame]] = []
     n_ok = 0
-    for batch in _partition_batches(lake):
+    counts = lake.partition_counts(*FINAL)
+    for batch in partition_batches(sorted(counts), counts):
         ok = lake.scan(*FINAL, batch).filter(pl.col("status") == "ok").select("flags", *(f.key for f in ontology.fields)).collect()
         n_ok += ok.height
         parts.append(_field_batch(ok, ontology))

@@ -65,9 +65,6 @@ def direct_rules(ontology: Ontology, field_name: str) -> pl.DataFrame:
     return ontology.rules.filter((pl.col("field") == field_name) & (pl.col("rank") >= 1)).select("tag", "value")
 
 
-PROFILE_BATCH_ROWS = 250_000  # labelled rows read at once while counting: bounded memory, in few reads
-
-
 def label_columns(ontology: Ontology) -> list[str]:
     """The columns of the labels that ``value_counts`` reads."""
     fields = [*profile_fields(ontology), *multi_profile_fields(ontology)]
