@@ -433,13 +433,17 @@ def build_everything(
 
 def _ready_for_training(defs: dg.Definitions) -> Callable[[], None]:
     """What training in this process will need first, done ahead: the model store opened (a new sqlite store's tables
-    created), scikit-learn imported."""
+    created), scikit-learn and matplotlib imported, MLflow ready to log a model."""
 
     def ready() -> None:
         from charassets.domain.models.metrics import import_sklearn
+        from charassets.domain.models.registry import ready_to_log
+        from charassets.domain.models.training import import_plotting
 
         defs.resources["mlflow_store"].store().create_tables()  # type: ignore[union-attr]
         import_sklearn()
+        import_plotting()
+        ready_to_log()
 
     return ready
 

@@ -346,8 +346,9 @@ def test_a_full_build_writes_the_final_table_once_with_the_new_models(tmp_path):
 
 
 def test_heads_fitted_in_a_lent_pool_stop_with_the_caller():
-    """``each_head`` with a lent pool: results in order; closed early, the heads not started never start, and the ones
-    in flight finish before it returns (no fit outlives the pool). A thread pool stands in for the build's workers."""
+    """``each_head`` with a lent pool: the costliest start first and each result comes as it finishes; closed early,
+    the heads not started never start, and the ones in flight finish before it returns (no fit outlives the pool).
+    A thread pool stands in for the build's workers."""
     import threading
     import time as _time
     from concurrent.futures import ThreadPoolExecutor
@@ -360,21 +361,29 @@ def test_heads_fitted_in_a_lent_pool_stop_with_the_caller():
     def slow_square(i: int) -> int:
         with lock:
             started.append(i)
-        _time.sleep(0.05)
+        _time.sleep(0.05 * (1 + i % 3))
         with lock:
             finished.append(i)
         return i * i
 
     with ThreadPoolExecutor(2) as workers, fitting_in(workers, width=2):
-        assert list(each_head(lambda i: fit(slow_square, i), range(6))) == [0, 1, 4, 9, 16, 25]
+        assert sorted(each_head(lambda i: fit(slow_square, i), range(6))) == [(i, i * i) for i in range(6)]
+        # as they finish: a slow first head comes after two quick ones
+        durations = {0: 0.4, 1: 0.01, 2: 0.01}
+        assert list(each_head(lambda i: fit(lambda j: _time.sleep(durations[j]) or j, i), range(3))) == [(1, 1), (2, 2), (0, 0)]
+        started.clear(), finished.clear()
+        # costs 0, 1, 2, 0, 1, 2: the two costliest start first, ties in the items' order
+        assert sorted(each_head(lambda i: fit(slow_square, i), range(6), cost=lambda i: i % 3)) == [(i, i * i) for i in range(6)]
+        assert started[:2] == [2, 5] and sorted(started[2:4]) == [1, 4] and sorted(started[4:]) == [0, 3]
         started.clear(), finished.clear()
         with closing(each_head(lambda i: fit(slow_square, i), range(20))) as heads:
-            assert next(heads) == 0
+            assert next(heads) in {(0, 0), (1, 1)}
         assert sorted(started) == sorted(finished) and len(started) < 20  # in flight finished; the rest cancelled
         settled = len(started)
         _time.sleep(0.2)
         assert len(started) == settled
-    assert list(each_head(lambda i: fit(slow_square, i), range(3))) == [0, 1, 4]  # nothing lent: here, in order
+    # nothing lent: fitted in this process, handed over in the items' order
+    assert list(each_head(lambda i: fit(slow_square, i), range(3), cost=lambda i: i)) == [(0, 0), (1, 1), (2, 4)]
 
 
 def test_a_heads_own_generator_draws_what_torchs_global_one_would():
@@ -439,7 +448,9 @@ def test_heads_fitted_side_by_side_in_threads_equal_heads_fitted_one_after_anoth
     noise.start()
     try:
         torch.set_num_threads(2)  # each_head fits two at a time, one torch thread each
-        side_by_side = list(each_head(fitted, jobs))
+        pairs = list(each_head(fitted, jobs, cost=lambda job: job[1].epochs))  # the cheapest last, handed over in order
+        assert [job for job, _ in pairs] == jobs
+        side_by_side = [weights for _, weights in pairs]
         assert torch.get_num_threads() == 2  # restored
 
         def fails(job):

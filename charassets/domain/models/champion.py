@@ -100,8 +100,10 @@ def train_log_and_gate(
 
     # the heads train concurrently when a build lends its worker processes (``fitting``); logging and gating stay in order
     import_sklearn()
-    with closing(each_head(train_one, fields)) as trained:  # closed early on an error: no fit outlives the build's pool
-        for f, (result, digest) in zip(fields, trained, strict=True):
+    rows = {f.key: 0 if cands[f.key] is None else cands[f.key].height for f in fields}  # what a fit costs: its sampled records
+    # closed early on an error: no fit outlives the build's pool
+    with closing(each_head(train_one, fields, cost=lambda f: rows[f.key])) as trained:
+        for f, (result, digest) in trained:  # as the fits finish
             key = key_prefix + f.key
             if result is None:
                 out.skipped[f.name] = "fewer than two classes with enough labels"
@@ -145,6 +147,10 @@ def train_log_and_gate(
             log.info(
                 f"{f.name}: macro-F1 {result.metrics['macro_f1']:.3f} (majority {result.baselines['majority']:.3f}), {gate['decision']}"
             )
+    order = {f.name: i for i, f in enumerate(fields)}  # the fields' order, whichever head finished first
+    out.gate_rows.sort(key=lambda g: order[g["field"]])
+    out.summary.sort(key=lambda s: order[s["field"]])
+    out.skipped = dict(sorted(out.skipped.items(), key=lambda kv: order[kv[0]]))
     return out
 
 

@@ -16,7 +16,7 @@ final table either way).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -48,37 +48,45 @@ def fit(trainer: Callable[..., R], *args) -> R:
     return trainer(*args) if pool is None else pool.submit(trainer, *args).result()  # type: ignore[attr-defined]
 
 
-def each_head(work: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
-    """``work`` over ``items``, yielded in order, ``width`` at a time in threads; one after another where there is one
-    core or one item.
+def each_head(work: Callable[[T], R], items: Iterable[T], cost: Callable[[T], float] | None = None) -> Iterator[tuple[T, R]]:
+    """``work`` over ``items``, ``width`` at a time in threads, as ``(item, result)`` pairs; one after another where there
+    is one core or one item.
 
-    With a pool lent (``width`` its width), the caller handles each result (logs a head) while the next ones are
-    still being fitted in the workers. With nothing lent, one thread per torch thread of this process, and every
-    fit is done before the first result is handed over: the caller's logging (plots, MLflow) would hold the
-    interpreter lock the fits need between torch calls (measured: no faster than one fit after another).
+    ``cost`` (say, the rows a head is fitted on): the costliest items start first, so that the longest fit does not
+    start last while the other worker idles (four heads on two workers, measured at 100k records: Gender, Hair Length
+    and Eye Color one after another on one worker beside Hair Color alone on the other).
+
+    With a pool lent (``width`` its width), pairs come as the fits finish: the caller handles each result (logs a
+    head) while the next ones are still being fitted in the workers. With nothing lent, one thread per torch thread of
+    this process, and every fit is done before the first pair is handed over, in the order of ``items``: the caller's
+    logging (plots, MLflow) would hold the interpreter lock the fits need between torch calls (measured: no faster
+    than one fit after another).
 
     Close the generator when stopping early (``contextlib.closing``): the heads not started are
     cancelled and the ones in flight (at most ``width``) finished before it returns, so no fit
     outlives the pool it was lent.
     """
     items = list(items)
+    order = sorted(range(len(items)), key=lambda i: -cost(items[i])) if cost else list(range(len(items)))  # stable: ties keep their order
     lent = "pool" in _LENT
     cores = torch.get_num_threads()
     width = min(len(items), int(_LENT["width"]) if lent else cores)  # type: ignore[call-overload]
     if width < 2:
-        yield from (work(i) for i in items)
+        yield from ((item, work(item)) for item in items)
         return
     threads = ThreadPoolExecutor(width, thread_name_prefix="head")
     if lent:
         try:
-            yield from threads.map(work, items)
+            started = {threads.submit(work, items[i]): i for i in order}  # a thread pool starts its work in this order
+            for done in as_completed(started):
+                yield items[started[done]], done.result()
         finally:
             threads.shutdown(wait=True, cancel_futures=True)
         return
     torch.set_num_threads(max(1, cores // width))  # the fits share the cores: each on its share of torch's threads
     try:
-        done = list(threads.map(work, items))
+        results = dict(zip(order, threads.map(work, [items[i] for i in order]), strict=True))
     finally:
         threads.shutdown(wait=True, cancel_futures=True)
         torch.set_num_threads(cores)
-    yield from done
+    yield from ((item, results[i]) for i, item in enumerate(items))
