@@ -130,7 +130,7 @@ def main() -> None:
     workers_rss = {**report.worker_peak_rss_mb}
     for pid, mb in published.worker_peak_rss_mb.items():
         workers_rss[pid] = max(mb, workers_rss.get(pid, 0))
-    peak_all = max([peak, gen_rss, build.report_peak_rss_mb or 0.0, *workers_rss.values()])
+    peak_all = max([peak, gen_rss, *workers_rss.values()])
     stages = {k: {"seconds": round(v, 1), "records_per_s": round(records / v)} for k, v in step_s.items()}
     in_steps = sum(step_s.values())
     # Dagster's share: the part of every run's duration spent outside its steps, plus the
@@ -170,8 +170,6 @@ def main() -> None:
     print(f"peak RSS: parent {peak:.0f} MB, workers {sorted(workers_rss.values())} MB, generator {gen_rss:.0f} MB")
     phases_rss = ", ".join(f"{k} {v:.0f}" for k, v in build.parent_peak_rss_mb.items())
     print(f"parent peak RSS (MB) once each phase was done: {phases_rss}; after the bench's own checks {peak:.0f}")
-    if build.report_peak_rss_mb is not None:
-        print(f"dataset report, in its own process: peak RSS {build.report_peak_rss_mb:.0f} MB")
     print(
         f"baseline (plain polars: read, normalise, vocabulary join, per-record aggregate; one process): {base['baseline_s']}s "
         f"= {base['records_per_s']:,} records/s; whole build / baseline = {wall / base['baseline_s']:.1f}"
@@ -194,7 +192,6 @@ def main() -> None:
                 "parent_peak_rss_mb_by_phase": {k: round(v) for k, v in build.parent_peak_rss_mb.items()},
                 "peak_rss_mb_by_process": {
                     "parent": round(peak),
-                    **({"report": round(build.report_peak_rss_mb)} if build.report_peak_rss_mb is not None else {}),
                     "generator": round(gen_rss),
                     **{f"worker-{p}": m for p, m in workers_rss.items()},
                 },

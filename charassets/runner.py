@@ -28,12 +28,8 @@ import dagster as dg
 
 from charassets.defs.jobs import HEADS
 from charassets.defs.partitions import PARTITIONS_PER_RUN, record_chunks
-from charassets.domain.models.fitting import fitting_in
+from charassets.domain.lending import lending
 
-# Above this many final rows a build with worker processes makes the dataset report in a fresh process: its
-# scans then never add to the orchestrator's memory (at 5M rows: 2,451 MB -> 1,631 MB). Below it, the fresh
-# process's start (~8 s of imports and definitions) would cost more than the memory it saves.
-REPORT_OWN_PROCESS_ROWS = 2_000_000
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
@@ -52,14 +48,20 @@ def peak_rss_mb() -> float:
     Linux's ``VmHWM`` where there is one: ``ru_maxrss`` survives ``execve``, so a spawned
     worker would report at least its parent's memory at the moment it was started.
     """
+    found = process_peak_rss_mb("self")
+    return found if found else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / (1024 if sys.platform == "darwin" else 1)
+
+
+def process_peak_rss_mb(pid: int | str) -> float:
+    """A running process's peak resident memory so far, in MB (Linux's ``VmHWM``); 0.0 where it cannot be read."""
     try:
-        with open("/proc/self/status") as status:
+        with open(f"/proc/{pid}/status") as status:
             for line in status:
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / (1024 if sys.platform == "darwin" else 1)
+    return 0.0
 
 
 def _log_config(level: str) -> dict:
@@ -312,19 +314,6 @@ def _run_in_workers(instance, batches, job_name, log_level, workers, env, report
         raise RuntimeError(f"{len(errors)} of {len(batches)} runs failed; first: {errors[0]}")
 
 
-def _worker_report(log_level: str) -> dict:
-    return {"uri": build_report(_WORKER["defs"], _WORKER["instance"], log_level), "peak_rss_mb": peak_rss_mb()}
-
-
-def _report_in_worker(instance: dg.DagsterInstance, env: Mapping[str, str], log_level: str) -> dict:
-    """The dataset report in a fresh process (the instance must be a persistent one): returns its HTML URI and peak RSS.
-
-    Like the partition runs' workers, the process builds its definitions from ``env``.
-    """
-    with _worker_pool(1, instance, env) as pool:
-        return pool.submit(_worker_report, log_level).result()
-
-
 def heads_metadata(result: dg.ExecuteInProcessResult) -> dict:
     """The metadata of ``models/attribute_heads`` from a training run."""
     (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(["models", "attribute_heads"])]
@@ -352,7 +341,6 @@ class BuildReport:
     published: RunReport
     seconds: dict[str, float]
     parent_peak_rss_mb: dict[str, float] = field(default_factory=dict)
-    report_peak_rss_mb: float | None = None  # the report's own process, when the build used worker processes
     profiles_failed_checks: list[str] = field(default_factory=list)  # when a worker built the profiles
     profiles_run_id: str | None = None  # the worker's build_profiles run, when there was one
 
@@ -378,7 +366,8 @@ def build_everything(
 
     With ``workers>1`` the same worker processes run the prepare and the publish runs (each
     start costs imports and definitions, ~5 s of a core); while this process trains the heads they
-    build the character profiles and fit the heads (``fitting``).
+    build the character profiles and fit the heads (``fitting``), and they make the dataset report's
+    scans (``report.figures``) for the report this process writes.
     """
     peak: dict[str, float] = {}  # this process's peak RSS (MB) once each phase is done: which phase raised it
     env = env if env is not None else os.environ
@@ -398,7 +387,7 @@ def build_everything(
             # (profiles and heads are independent assets: a failure of one does not stop the other; either fails the build)
             profiles = pool.submit(_worker_run, "build_profiles", None, log_level)
             try:
-                with fitting_in(pool, workers):
+                with lending(pool, workers):
                     trained = train(defs, instance, log_level=log_level, assets=HEADS)
             finally:
                 side = profiles.result()  # never leave it writing to the lake unattended
@@ -413,22 +402,23 @@ def build_everything(
         published = run_partitions(defs, instance, job_name="publish", register_first=False, **parallel)
         peak["publish"] = peak_rss_mb()
         t3 = time.perf_counter()
-    seconds = {"prepare_s": round(t1 - t0, 1), "train_s": round(t2 - t1, 1), "publish_s": round(t3 - t2, 1)}
-    lake = defs.resources["lake"].lake()  # type: ignore[union-attr]
-    if lake.exists("raw", "images"):  # text-only data has nothing to deduplicate (its view would be a copy)
-        defs.resolve_job_def("deduplicate").execute_in_process(instance=instance, run_config=_log_config(log_level), raise_on_error=True)
-        seconds["deduplicate_s"] = round(time.perf_counter() - t3, 1)
-        peak["deduplicate"] = peak_rss_mb()
-    t4 = time.perf_counter()
-    report_rss = None
-    own_process = workers > 1 and instance.is_persistent  # a worker process needs a shared, persistent instance
-    if own_process and sum(lake.partition_counts("marts", "character_attributes").values()) > REPORT_OWN_PROCESS_ROWS:
-        report_rss = _report_in_worker(instance, env, log_level)["peak_rss_mb"]
-    else:
-        build_report(defs, instance, log_level)
+        seconds = {"prepare_s": round(t1 - t0, 1), "train_s": round(t2 - t1, 1), "publish_s": round(t3 - t2, 1)}
+        lake = defs.resources["lake"].lake()  # type: ignore[union-attr]
+        if lake.exists("raw", "images"):  # text-only data has nothing to deduplicate (its view would be a copy)
+            defs.resolve_job_def("deduplicate").execute_in_process(
+                instance=instance, run_config=_log_config(log_level), raise_on_error=True
+            )
+            seconds["deduplicate_s"] = round(time.perf_counter() - t3, 1)
+            peak["deduplicate"] = peak_rss_mb()
+        t4 = time.perf_counter()
+        with lending(pool, workers):  # the report's scans in the workers, when there are some
+            build_report(defs, instance, log_level)
         peak["report"] = peak_rss_mb()
-    seconds["report_s"] = round(time.perf_counter() - t4, 1)
-    return BuildReport(prepared, trained, published, seconds, peak, report_rss, profiles_failed, profiles_run)
+        seconds["report_s"] = round(time.perf_counter() - t4, 1)
+        if pool is not None:  # the workers' peaks over their whole life, the report's scans included
+            for pid in {**prepared.worker_peak_rss_mb, **published.worker_peak_rss_mb}:
+                published.worker_peak_rss_mb[pid] = round(max(published.worker_peak_rss_mb.get(pid, 0.0), process_peak_rss_mb(pid)))
+    return BuildReport(prepared, trained, published, seconds, peak, profiles_failed, profiles_run)
 
 
 def _ready_for_training(defs: dg.Definitions) -> Callable[[], None]:

@@ -354,7 +354,8 @@ def test_heads_fitted_in_a_lent_pool_stop_with_the_caller():
     from concurrent.futures import ThreadPoolExecutor
     from contextlib import closing
 
-    from charassets.domain.models.fitting import each_head, fit, fitting_in
+    from charassets.domain.lending import lending
+    from charassets.domain.models.fitting import each_head, fit
 
     started, finished, lock = [], [], threading.Lock()
 
@@ -366,7 +367,7 @@ def test_heads_fitted_in_a_lent_pool_stop_with_the_caller():
             finished.append(i)
         return i * i
 
-    with ThreadPoolExecutor(2) as workers, fitting_in(workers, width=2):
+    with ThreadPoolExecutor(2) as workers, lending(workers, width=2):
         assert sorted(each_head(lambda i: fit(slow_square, i), range(6))) == [(i, i * i) for i in range(6)]
         # as they finish: a slow first head comes after two quick ones
         durations = {0: 0.4, 1: 0.01, 2: 0.01}

@@ -109,6 +109,39 @@ def test_json_counts_equal_direct_counts_on_the_tables(built):
     assert set(figures["long_tail"]["heads"]) >= {"Hair Color", "Gender"}  # per-class recall of the champions, from MLflow
 
 
+def test_figures_made_in_lent_workers_equal_the_figures_made_here(built, monkeypatch):
+    """With workers lent, every section and every batch of the per-field figures is a task of theirs (a thread pool
+    stands in), and the figures are the ones computed here, batches summed across tasks alike."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from charassets.domain import lake as lake_module
+    from charassets.domain.lending import lending
+    from charassets.domain.report import figures as report_figures
+
+    _, lake, _, _ = built
+    ontology = build_definitions().resources["catalog"].ontology()
+    heads = {"Hair Color": [{"class": "blue", "recall": 0.5, "support": 2}]}
+    # several batches of partitions, summed
+    monkeypatch.setattr(report_figures, "partition_batches", lambda keys, rows: lake_module.partition_batches(keys, rows, max_rows=1000))
+    assert len(report_figures._field_batches(lake)) > 1
+
+    class Recording(ThreadPoolExecutor):
+        tasks: list[str] = []
+
+        def submit(self, fn, *args, **kwargs):
+            self.tasks.append(getattr(fn, "func", fn).__name__)
+            return super().submit(fn, *args, **kwargs)
+
+    alone = report_figures.dataset_figures(lake, ontology, heads)
+    with Recording(2) as pool, lending(pool, 2):
+        lent = report_figures.dataset_figures(lake, ontology, heads)
+    assert sorted(Recording.tasks) == sorted(
+        ["_long_tail", "_examples", "_label_noise", "_overview"] + ["_field_batch_figures"] * len(report_figures._field_batches(lake))
+    )
+    drop = lambda f: {k: v for k, v in f.items() if k != "generated_at"}  # noqa: E731
+    assert drop(lent) == drop(alone) and lent["long_tail"]["heads"] == heads
+
+
 def test_label_noise_examples_are_their_records_own_tags_values_and_flags(built, tmp_path):
     """Records flagged as contradicting their character's profile (added to a copy of the lake: the first ok record of
     two partitions, and ok records whose id a rejected row of their partition repeats) are counted, and each is one

@@ -1,6 +1,6 @@
 """Where heads are fitted: in this process's threads, or in worker processes that a build already holds.
 
-A full build with worker processes (``runner.build_everything``) lends them to training: each
+A full build with worker processes (``runner.build_everything``) lends them (``lending``): each
 head's fit (the epochs of ``train_head`` / ``train_multilabel_head``, most of training's time)
 runs in a worker while this process samples, masks and scores the others. With nothing lent,
 the heads are trained in this process, one per core at a time in threads, each fit on its share
@@ -16,36 +16,21 @@ final table either way).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, ThreadPoolExecutor, as_completed
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import TypeVar
 
 import torch
 
+from charassets.domain.lending import lent
+
 T = TypeVar("T")
 R = TypeVar("R")
-
-_LENT: dict[str, object] = {}
-
-
-@contextmanager
-def fitting_in(pool: Executor | None, width: int = 2) -> Iterator[None]:
-    """Within the block, fits run in ``pool`` (None: here), ``width`` heads at a time."""
-    before = dict(_LENT)
-    _LENT.clear()
-    if pool is not None:
-        _LENT.update(pool=pool, width=max(1, width))
-    try:
-        yield
-    finally:
-        _LENT.clear()
-        _LENT.update(before)
 
 
 def fit(trainer: Callable[..., R], *args) -> R:
     """``trainer(*args)`` in the lent pool, or here when none is lent."""
-    pool = _LENT.get("pool")
-    return trainer(*args) if pool is None else pool.submit(trainer, *args).result()  # type: ignore[attr-defined]
+    pool, _ = lent()
+    return trainer(*args) if pool is None else pool.submit(trainer, *args).result()
 
 
 def each_head(work: Callable[[T], R], items: Iterable[T], cost: Callable[[T], float] | None = None) -> Iterator[tuple[T, R]]:
@@ -68,14 +53,14 @@ def each_head(work: Callable[[T], R], items: Iterable[T], cost: Callable[[T], fl
     """
     items = list(items)
     order = sorted(range(len(items)), key=lambda i: -cost(items[i])) if cost else list(range(len(items)))  # stable: ties keep their order
-    lent = "pool" in _LENT
+    pool, lent_width = lent()
     cores = torch.get_num_threads()
-    width = min(len(items), int(_LENT["width"]) if lent else cores)  # type: ignore[call-overload]
+    width = min(len(items), lent_width if pool is not None else cores)
     if width < 2:
         yield from ((item, work(item)) for item in items)
         return
     threads = ThreadPoolExecutor(width, thread_name_prefix="head")
-    if lent:
+    if pool is not None:
         try:
             started = {threads.submit(work, items[i]): i for i in order}  # a thread pool starts its work in this order
             for done in as_completed(started):

@@ -10,12 +10,15 @@ as plain data (the JSON file); ``render`` draws and writes them.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import polars as pl
 
 from charassets.domain.lake import Lake, partition_batches
+from charassets.domain.lending import lent
 from charassets.domain.ontology import Ontology
 from charassets.domain.tags.extraction import UNKNOWN
 
@@ -92,22 +95,34 @@ def _field_batch(ok: pl.DataFrame, ontology: Ontology) -> list[pl.DataFrame]:
     return pl.collect_all(queries)
 
 
-def _field_figures(lake: Lake, ontology: Ontology) -> dict[str, Any]:
+def _field_batches(lake: Lake) -> list[list[str]]:
+    """The final table's partitions in batches of at most ``READ_BATCH_ROWS`` rows (a batch is read at once)."""
+    counts = lake.partition_counts(*FINAL)
+    return list(partition_batches(sorted(counts), counts))
+
+
+def _field_batch_figures(lake: Lake, batch: list[str], ontology: Ontology) -> tuple[int, list[pl.DataFrame]]:
+    """One batch of partitions: its ``ok`` rows and their per-field figures (``_field_batch``), to be summed."""
+    ok = lake.scan(*FINAL, batch).filter(pl.col("status") == "ok").select("flags", *(f.key for f in ontology.fields)).collect()
+    return ok.height, _field_batch(ok, ontology)
+
+
+def _field_figures(lake: Lake, ontology: Ontology, batches: Iterable[tuple[int, list[pl.DataFrame]]] | None = None) -> dict[str, Any]:
     """Per field: unknown rate, value counts, the sources that decided it, conflicts.
 
     The final table is read in batches of partitions (only the ``ok`` rows and the columns these
     figures need), each batch's figures computed in one pass and summed: one read of the table
     instead of three scans per field, in memory bounded by the batch. The only predicates pushed
     into the Delta scan are on ``partition`` and ``status`` (plain strings), not on struct columns.
+    ``batches``: each batch's ``_field_batch_figures`` when computed elsewhere (in lent workers).
     """
+    if batches is None:  # one batch read at a time
+        batches = (_field_batch_figures(lake, batch, ontology) for batch in _field_batches(lake))
     parts: list[list[pl.DataFrame]] = []
     n_ok = 0
-    counts = lake.partition_counts(*FINAL)
-    for batch in partition_batches(sorted(counts), counts):
-        ok = lake.scan(*FINAL, batch).filter(pl.col("status") == "ok").select("flags", *(f.key for f in ontology.fields)).collect()
-        n_ok += ok.height
-        parts.append(_field_batch(ok, ontology))
-        del ok
+    for rows, figures in batches:
+        n_ok += rows
+        parts.append(figures)
     fields: dict[str, Any] = {}
     for i, f in enumerate(ontology.fields):
         stats_frames = [p[3 * i] for p in parts]
@@ -346,13 +361,26 @@ def _examples(lake: Lake, ontology: Ontology) -> list[dict[str, Any]]:
 
 
 def dataset_figures(lake: Lake, ontology: Ontology, heads: dict[str, list[dict]] | None = None) -> dict[str, Any]:
-    """Every figure of the report, as plain data (what the JSON file holds)."""
-    return {
-        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "lake": lake.root,
-        "overview": _overview(lake),
-        "fields": _field_figures(lake, ontology),
-        "long_tail": _long_tail(lake, heads or {}),
-        "label_noise": _label_noise(lake, ontology),
-        "examples": _examples(lake, ontology),
+    """Every figure of the report, as plain data (what the JSON file holds).
+
+    With worker processes lent (``lending``), the sections are computed in them, the per-field figures one batch
+    of partitions per task: what comes back is counts, so this process's memory does not grow with the table (at
+    5M records, the report in this process raised its peak RSS from 1.4 to 2.5 GB). Else here, one after another.
+    """
+    pool, _ = lent()
+    sections: dict[str, Callable[[], Any]] = {
+        "long_tail": partial(_long_tail, lake, heads or {}),
+        "examples": partial(_examples, lake, ontology),
+        "label_noise": partial(_label_noise, lake, ontology),
+        "overview": partial(_overview, lake),
     }
+    figures: dict[str, Any] = {"generated_at": datetime.now(UTC).isoformat(timespec="seconds"), "lake": lake.root}
+    if pool is None:
+        done = {name: section() for name, section in sections.items()}
+        fields = _field_figures(lake, ontology)
+    else:  # the longest sections first, then the batches: the workers stay busy to the end
+        futures = {name: pool.submit(section) for name, section in sections.items()}
+        batches = [pool.submit(_field_batch_figures, lake, batch, ontology) for batch in _field_batches(lake)]
+        fields = _field_figures(lake, ontology, (b.result() for b in batches))
+        done = {name: future.result() for name, future in futures.items()}
+    return {**figures, "overview": done["overview"], "fields": fields, **{k: done[k] for k in ("long_tail", "label_noise", "examples")}}
