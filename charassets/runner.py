@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import gc
+import logging
 import math
 import multiprocessing
 import os
@@ -376,7 +377,8 @@ def build_everything(
         parallel = {"workers": workers, "env": env, "per_run": per_run, "log_level": log_level, "pool": pool}
         t0 = time.perf_counter()
         # while the workers prepare, this process would only wait: it opens the model store and imports what scoring
-        # heads needs (MLflow's sqlite tables and scikit-learn, ~4 s that training would otherwise wait for)
+        # and logging heads need (MLflow's sqlite tables, scikit-learn, matplotlib, MLflow's pyfunc and its map of
+        # installed packages: ~4-5 s that training would otherwise wait for)
         ready = _ready_for_training(defs) if pool is not None else None
         prepared = run_partitions(defs, instance, job_name="prepare_records", meanwhile=ready, **parallel)
         peak["prepare"] = peak_rss_mb()
@@ -432,8 +434,11 @@ def _ready_for_training(defs: dg.Definitions) -> Callable[[], None]:
 
         defs.resources["mlflow_store"].store().create_tables()  # type: ignore[union-attr]
         import_sklearn()
-        import_plotting()
-        ready_to_log()
+        try:  # only a head start: training does the same on its own if this fails
+            import_plotting()
+            ready_to_log()
+        except Exception as e:  # noqa: BLE001
+            logging.getLogger(__name__).warning(f"readying the first head's log failed (training will do it): {e}")
 
     return ready
 

@@ -199,12 +199,20 @@ def s3_endpoint():
         yield url
 
 
-def test_whole_build_with_the_lake_on_object_storage(s3_endpoint, tmp_path):
+def test_whole_build_with_the_lake_on_object_storage(s3_endpoint, tmp_path, monkeypatch):
     """Delta tables and side files on an S3 API through storage options only; two workers commit concurrently;
     the dataset report's scans made in the workers give the figures this process computes alone."""
     import json
 
     import fsspec
+
+    from charassets import runner
+    from charassets.domain.report import figures as report_figures
+
+    # what the report saw lent, and whose peak memory the build read from the live process
+    lent_to_report, peaks_read, lent_here = [], [], report_figures.lent
+    monkeypatch.setattr(report_figures, "lent", lambda: lent_to_report.append(lent_here()) or lent_to_report[-1])
+    monkeypatch.setattr(runner, "process_peak_rss_mb", lambda pid: peaks_read.append(pid) or 123456.0)
 
     from charassets.domain.lake import fsspec_options
     from charassets.runner import build_everything
@@ -246,9 +254,12 @@ def test_whole_build_with_the_lake_on_object_storage(s3_endpoint, tmp_path):
     here = json.loads(figures_json(dataset_figures(lake, Ontology.load(), written["long_tail"]["heads"])))
     assert written["fields"] and written["examples"] and written["long_tail"]["tags"]["distinct"]
     assert {k: v for k, v in written.items() if k != "generated_at"} == {k: v for k, v in here.items() if k != "generated_at"}
-    # each worker's peak memory is read from the live process once the report is done
-    assert set(build.published.worker_peak_rss_mb) == set(build.prepared.worker_peak_rss_mb)
-    assert all(mb > 100 for mb in build.published.worker_peak_rss_mb.values())
+    # the report's scans were lent the workers; each worker's peak memory is read from the live process afterwards
+    assert len(lent_to_report) == 2 and lent_to_report[0][0] is not None  # the build's report; then this test's, alone
+    assert lent_to_report[1] == (None, 1)
+    workers_read = [pid for pid in peaks_read if pid != "self"]  # (this process's own peaks are read the same way)
+    assert sorted(workers_read) == sorted(build.prepared.worker_peak_rss_mb) and len(workers_read) == 2
+    assert all(mb == 123456 for mb in build.published.worker_peak_rss_mb.values())
     # the idle workers built the profiles (their own run) and fitted the heads the parent logged
     assert profiles_run is not None and profiles_run.job_name == "build_profiles" and profiles_run.is_success
     assert lake.read("marts", "character_profiles").height > 0

@@ -126,20 +126,33 @@ def test_figures_made_in_lent_workers_equal_the_figures_made_here(built, monkeyp
     assert len(report_figures._field_batches(lake)) > 1
 
     class Recording(ThreadPoolExecutor):
-        tasks: list[str] = []
+        def __init__(self, workers: int):
+            super().__init__(workers)
+            self.tasks: list[str] = []
+            self.futures: list = []
 
         def submit(self, fn, *args, **kwargs):
             self.tasks.append(getattr(fn, "func", fn).__name__)
-            return super().submit(fn, *args, **kwargs)
+            self.futures.append(super().submit(fn, *args, **kwargs))
+            return self.futures[-1]
 
     alone = report_figures.dataset_figures(lake, ontology, heads)
     with Recording(2) as pool, lending(pool, 2):
         lent = report_figures.dataset_figures(lake, ontology, heads)
-    assert sorted(Recording.tasks) == sorted(
+    assert sorted(pool.tasks) == sorted(
         ["_long_tail", "_examples", "_label_noise", "_overview"] + ["_field_batch_figures"] * len(report_figures._field_batches(lake))
     )
     drop = lambda f: {k: v for k, v in f.items() if k != "generated_at"}  # noqa: E731
     assert drop(lent) == drop(alone) and lent["long_tail"]["heads"] == heads
+
+    def broken(*args):
+        raise ValueError("no long tail")
+
+    monkeypatch.setattr(report_figures, "_long_tail", broken)
+    with Recording(1) as pool, lending(pool, 1):
+        with pytest.raises(ValueError, match="no long tail"):
+            report_figures.dataset_figures(lake, ontology, heads)
+        assert all(f.done() for f in pool.futures)  # a failed section leaves no scan queued or running
 
 
 def test_label_noise_examples_are_their_records_own_tags_values_and_flags(built, tmp_path):

@@ -4,6 +4,9 @@
 idle while this process trains the heads or makes the dataset report: within ``lending(pool)`` the heads'
 fits (``models.fitting``) and the report's scans (``report.figures``) go to them. Work that finds nothing
 lent runs in this process.
+
+A task runs in another process: what it reads through a ``tables.DeclaredLake`` is checked there against the
+asset's declared tables, but recorded in that process's ``seen`` reads, not this one's.
 """
 
 from __future__ import annotations

@@ -98,7 +98,8 @@ def train_log_and_gate(
         result = trainer(f, joined, vectors, sums, cache, weights, head_config)
         return result, training_digest(key_prefix + f.key, joined, head_config, per_class, data_tags.get("embedder", ""))
 
-    # the heads train concurrently when a build lends its worker processes (``fitting``); logging and gating stay in order
+    # the heads train concurrently when a build lends its worker processes (``fitting``), and are logged and gated as
+    # their fits finish; the rows this returns are in the fields' order
     import_sklearn()
     rows = {f.key: 0 if cands[f.key] is None else cands[f.key].height for f in fields}  # what a fit costs: its sampled records
     # closed early on an error: no fit outlives the build's pool

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Iterable
+from concurrent.futures import wait
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -364,8 +365,9 @@ def dataset_figures(lake: Lake, ontology: Ontology, heads: dict[str, list[dict]]
     """Every figure of the report, as plain data (what the JSON file holds).
 
     With worker processes lent (``lending``), the sections are computed in them, the per-field figures one batch
-    of partitions per task: what comes back is counts, so this process's memory does not grow with the table (at
-    5M records, the report in this process raised its peak RSS from 1.4 to 2.5 GB). Else here, one after another.
+    of partitions per task. What comes back is aggregates, bounded by the distinct values (characters, tags, field
+    values) and the 24 examples, not by the records, so this process's memory does not grow with the table (at 5M
+    records, these scans in this process raised its peak RSS from 1.4 to 2.5 GB). Else here, one after another.
     """
     pool, _ = lent()
     sections: dict[str, Callable[[], Any]] = {
@@ -381,6 +383,13 @@ def dataset_figures(lake: Lake, ontology: Ontology, heads: dict[str, list[dict]]
     else:  # the longest sections first, then the batches: the workers stay busy to the end
         futures = {name: pool.submit(section) for name, section in sections.items()}
         batches = [pool.submit(_field_batch_figures, lake, batch, ontology) for batch in _field_batches(lake)]
-        fields = _field_figures(lake, ontology, (b.result() for b in batches))
-        done = {name: future.result() for name, future in futures.items()}
+        try:
+            fields = _field_figures(lake, ontology, (b.result() for b in batches))
+            done = {name: future.result() for name, future in futures.items()}
+        except BaseException:  # no scan outlives the report: the queued ones cancelled, the running ones waited for
+            every = [*futures.values(), *batches]
+            for future in every:
+                future.cancel()
+            wait(every)
+            raise
     return {**figures, "overview": done["overview"], "fields": fields, **{k: done[k] for k in ("long_tail", "label_noise", "examples")}}
