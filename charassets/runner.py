@@ -19,10 +19,11 @@ import multiprocessing
 import os
 import resource
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -378,9 +379,9 @@ def build_everything(
         t0 = time.perf_counter()
         # while the workers prepare, this process would only wait: it opens the model store and imports what scoring
         # and logging heads need (MLflow's sqlite tables, scikit-learn, matplotlib, MLflow's pyfunc and its map of
-        # installed packages: ~4-5 s that training would otherwise wait for)
-        ready = _ready_for_training(defs) if pool is not None else None
-        prepared = run_partitions(defs, instance, job_name="prepare_records", meanwhile=ready, **parallel)
+        # installed packages: ~3 CPU-s that training would otherwise wait for), in the cycles the workers leave idle
+        with in_idle_time(_ready_for_training(defs) if pool is not None else None) as ready:
+            prepared = run_partitions(defs, instance, job_name="prepare_records", meanwhile=ready, **parallel)
         peak["prepare"] = peak_rss_mb()
         t1 = time.perf_counter()
         profiles_failed: list[str] = []
@@ -421,6 +422,39 @@ def build_everything(
             for pid in {**prepared.worker_peak_rss_mb, **published.worker_peak_rss_mb}:
                 published.worker_peak_rss_mb[pid] = round(max(published.worker_peak_rss_mb.get(pid, 0.0), process_peak_rss_mb(pid)))
     return BuildReport(prepared, trained, published, seconds, peak, profiles_failed, profiles_run)
+
+
+@contextmanager
+def in_idle_time(work: Callable[[], object] | None) -> Iterator[Callable[[], None] | None]:
+    """Yields ``start``: once called, ``work`` runs in a thread of this process at the lowest CPU priority. The block's
+    end waits for it (and runs it, if it was never started); an error in ``work`` is raised there.
+
+    Beside worker processes that keep every core busy, the thread takes the cycles they leave (a worker waiting on
+    a write, one finishing before the other) instead of a share of the cores they need. On Linux the nice value
+    is a thread's own (``setpriority`` on its id); elsewhere it is an ordinary thread.
+    """
+    if work is None:
+        yield None
+        return
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        if sys.platform == "linux":  # elsewhere a nice value is the process's: an ordinary thread
+            with suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        try:
+            work()
+        except BaseException as e:  # noqa: BLE001
+            failed.append(e)
+
+    thread = threading.Thread(target=run, name="idle-time", daemon=True)
+    yield thread.start
+    if thread.ident is None:  # never started: the block ran no workers
+        work()
+        return
+    thread.join()
+    if failed:
+        raise failed[0]
 
 
 def _ready_for_training(defs: dg.Definitions) -> Callable[[], None]:

@@ -21,7 +21,15 @@ from charassets.definitions import build_definitions
 from charassets.defs.maintenance import TABLES, maintain_lake
 from charassets.domain.demo import generate
 from charassets.domain.lake import Lake
-from charassets.runner import POLARS_OWN_ALLOCATOR, WORKER_ALLOCATOR, _worker_pool, balanced_batches, run_partitions, worker_allocator
+from charassets.runner import (
+    POLARS_OWN_ALLOCATOR,
+    WORKER_ALLOCATOR,
+    _worker_pool,
+    balanced_batches,
+    in_idle_time,
+    run_partitions,
+    worker_allocator,
+)
 from charassets_tests.conftest import lake_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,6 +137,37 @@ def test_parallel_runs_match_sequential_runs(dataset, tmp_path):
     for t in STAGE_TABLES:
         assert par.partition_counts(*t) == seq.partition_counts(*t)
     assert _mart(par).equals(_mart(seq))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a thread's own nice value is Linux's")
+def test_work_in_idle_time_runs_at_the_lowest_priority_and_is_done_when_the_block_ends():
+    """The parent's head start on training runs in a thread at nice 19 (on Linux, a thread's own: this thread keeps
+    its priority); the block's end waits for it, raises its error, and runs it there if it was never started."""
+    import threading
+    import time as _time
+
+    seen = []
+
+    def work():
+        _time.sleep(0.2)
+        seen.append((threading.current_thread() is threading.main_thread(), os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    with in_idle_time(work) as start:
+        start()
+        assert seen == []  # running beside the block
+    assert seen == [(False, 19)] and os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
+    with in_idle_time(work):  # never started: done at the block's end, here
+        pass
+    assert seen[-1] == (True, mine)
+
+    def fails():
+        raise ValueError("no model store")
+
+    with pytest.raises(ValueError, match="no model store"), in_idle_time(fails) as start:
+        start()
+    with in_idle_time(None) as start:
+        assert start is None
 
 
 def test_workers_keep_freed_memory_a_few_seconds_unless_the_environment_says_otherwise(tmp_path):
