@@ -21,7 +21,8 @@ import resource
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
@@ -380,7 +381,7 @@ def build_everything(
         # while the workers prepare, this process would only wait: it opens the model store and imports what scoring
         # and logging heads need (MLflow's sqlite tables, scikit-learn, matplotlib, MLflow's pyfunc and its map of
         # installed packages: ~3 CPU-s that training would otherwise wait for), in the cycles the workers leave idle
-        with in_idle_time(_ready_for_training(defs) if pool is not None else None) as ready:
+        with in_idle_time(_ready_for_training(defs) if pool is not None else []) as ready:
             prepared = run_partitions(defs, instance, job_name="prepare_records", meanwhile=ready, **parallel)
         peak["prepare"] = peak_rss_mb()
         t1 = time.perf_counter()
@@ -425,56 +426,61 @@ def build_everything(
 
 
 @contextmanager
-def in_idle_time(work: Callable[[], object] | None) -> Iterator[Callable[[], None] | None]:
-    """Yields ``start``: once called, ``work`` runs in a thread of this process at the lowest CPU priority. The block's
-    end waits for it (and runs it, if it was never started); an error in ``work`` is raised there.
+def in_idle_time(steps: Sequence[Callable[[], object]]) -> Iterator[Callable[[], None] | None]:
+    """Yields ``start``: once called, ``steps`` run one after another in a thread of this process at the lowest CPU
+    priority. When the block ends (or raises) the thread finishes the step it is on and stops; on success the steps
+    it did not reach then run here, at this thread's priority, and an error in a step is raised.
 
     Beside worker processes that keep every core busy, the thread takes the cycles they leave (a worker waiting on
     a write, one finishing before the other) instead of a share of the cores they need. On Linux the nice value
-    is a thread's own (``setpriority`` on its id); elsewhere it is an ordinary thread.
+    is a thread's own (``setpriority`` on its id); elsewhere it is an ordinary thread. An unprivileged thread
+    cannot take its priority back: what is left when the block ends is done here rather than waited for at nice 19
+    (on a machine other programs keep busy, that wait could be long). Yields None when there are no steps.
     """
-    if work is None:
+    if not steps:
         yield None
         return
-    failed: list[BaseException] = []
+    left, stop, failed = deque(steps), threading.Event(), []
 
     def run() -> None:
         if sys.platform == "linux":  # elsewhere a nice value is the process's: an ordinary thread
             with suppress(OSError):
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         try:
-            work()
+            while left and not stop.is_set():
+                left.popleft()()
         except BaseException as e:  # noqa: BLE001
             failed.append(e)
 
     thread = threading.Thread(target=run, name="idle-time", daemon=True)
-    yield thread.start
-    if thread.ident is None:  # never started: the block ran no workers
-        work()
-        return
-    thread.join()
+    try:
+        yield thread.start
+    finally:  # also when the block raised: no step is left half done, nor runs beside what comes next
+        stop.set()
+        if thread.ident is not None:
+            thread.join()
     if failed:
         raise failed[0]
+    while left:
+        left.popleft()()
 
 
-def _ready_for_training(defs: dg.Definitions) -> Callable[[], None]:
-    """What training in this process will need first, done ahead: the model store opened (a new sqlite store's tables
-    created), scikit-learn and matplotlib imported, MLflow ready to log a model."""
+def _ready_for_training(defs: dg.Definitions) -> list[Callable[[], object]]:
+    """What training in this process will need first, done ahead, as steps: the model store opened (a new sqlite
+    store's tables created), scikit-learn imported, then matplotlib and MLflow ready to log a model."""
+    from charassets.domain.models.metrics import import_sklearn
 
-    def ready() -> None:
-        from charassets.domain.models.metrics import import_sklearn
+    def ready_to_log() -> None:
         from charassets.domain.models.registry import ready_to_log
         from charassets.domain.models.training import import_plotting
 
-        defs.resources["mlflow_store"].store().create_tables()  # type: ignore[union-attr]
-        import_sklearn()
         try:  # only a head start: training does the same on its own if this fails
             import_plotting()
             ready_to_log()
         except Exception as e:  # noqa: BLE001
             logging.getLogger(__name__).warning(f"readying the first head's log failed (training will do it): {e}")
 
-    return ready
+    return [defs.resources["mlflow_store"].store().create_tables, import_sklearn, ready_to_log]  # type: ignore[union-attr]
 
 
 def build_report(defs: dg.Definitions, instance: dg.DagsterInstance, log_level: str = "INFO") -> str:

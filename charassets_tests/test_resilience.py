@@ -141,32 +141,54 @@ def test_parallel_runs_match_sequential_runs(dataset, tmp_path):
 
 @pytest.mark.skipif(sys.platform != "linux", reason="a thread's own nice value is Linux's")
 def test_work_in_idle_time_runs_at_the_lowest_priority_and_is_done_when_the_block_ends():
-    """The parent's head start on training runs in a thread at nice 19 (on Linux, a thread's own: this thread keeps
-    its priority); the block's end waits for it, raises its error, and runs it there if it was never started."""
+    """The parent's head start on training runs beside the block in a thread at nice 19 (on Linux, a thread's own:
+    this thread keeps its priority). When the block ends the thread finishes its step and the steps it did not reach
+    run here; a step's error is raised there; a block that raises leaves no step running; never started: all here."""
     import threading
-    import time as _time
-
-    seen = []
-
-    def work():
-        _time.sleep(0.2)
-        seen.append((threading.current_thread() is threading.main_thread(), os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
 
     mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    with in_idle_time(work) as start:
+    seen, inside, ended = [], threading.Event(), threading.Event()
+
+    def step(name, wait=None):
+        def run():
+            if wait is not None:
+                assert wait.wait(5)
+            seen.append((name, threading.current_thread() is threading.main_thread(), os.getpriority(os.PRIO_PROCESS, 0)))
+
+        return run
+
+    with in_idle_time([step("a", inside), step("b")]) as start:
         start()
-        assert seen == []  # running beside the block
-    assert seen == [(False, 19)] and os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
-    with in_idle_time(work):  # never started: done at the block's end, here
+        inside.set()
+        while len(seen) < 2:  # the thread does both while the block goes on
+            threading.Event().wait(0.01)
+    assert seen == [("a", False, 19), ("b", False, 19)] and os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
+
+    seen.clear()
+    with in_idle_time([step("a", ended), step("b"), step("c")]) as start:
+        start()
+        threading.Timer(0.3, ended.set).start()  # the first step ends after the block did
+    assert seen == [("a", False, 19), ("b", True, mine), ("c", True, mine)]  # the rest done here, at this priority
+
+    seen.clear()
+    with in_idle_time([step("a"), step("b")]):  # never started
         pass
-    assert seen[-1] == (True, mine)
+    assert seen == [("a", True, mine), ("b", True, mine)]
 
     def fails():
         raise ValueError("no model store")
 
-    with pytest.raises(ValueError, match="no model store"), in_idle_time(fails) as start:
+    with pytest.raises(ValueError, match="no model store"), in_idle_time([fails, step("never")]) as start:
         start()
-    with in_idle_time(None) as start:
+    assert seen == [("a", True, mine), ("b", True, mine)]
+
+    slow = threading.Event()
+    threading.Timer(0.3, slow.set).start()
+    with pytest.raises(RuntimeError, match="prepare failed"), in_idle_time([step("slow", slow), step("later")]) as start:
+        start()
+        raise RuntimeError("prepare failed")
+    assert seen[-1] == ("slow", False, 19)  # finished before the error went on; the next step not run
+    with in_idle_time([]) as start:
         assert start is None
 
 
