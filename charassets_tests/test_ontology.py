@@ -212,3 +212,71 @@ def test_ontology_agrees_with_character_core_tags(danbooru_vocabulary, ontology)
     for name, rate in rates.items():
         assert len(tally[name]) >= 100, name
         assert rate >= 0.95, f"{name}: {rate}; e.g. {misses[name][:5]}"
+
+
+def _rules_for_one_tag_at_a_time(ontology: Ontology, tags: pl.Series) -> pl.DataFrame:
+    """``Ontology.rules_for`` as it was written before: each distinct tag tried against each pattern with ``re``."""
+    from charassets.domain.ontology import RULES_SCHEMA, TAG_VALUE
+
+    distinct = tags.unique().drop_nulls()
+    exact = ontology.rules.join(distinct.to_frame("tag"), on="tag", how="semi")
+    found = set(zip(exact.get_column("tag").to_list(), exact.get_column("field").to_list(), strict=True))
+    extra = [
+        (t, fname, value, rank, conf)
+        for t in distinct.to_list()
+        for rx, fname, value, rank, conf in ontology.patterns
+        if (t, fname) not in found and rx.fullmatch(t)
+    ]
+    out = pl.concat([exact, pl.DataFrame(extra, schema=RULES_SCHEMA, orient="row")]).unique(
+        ["tag", "field"], keep="first", maintain_order=True
+    )
+    return out.with_columns(
+        pl.when(pl.col("value") == TAG_VALUE).then(pl.col("tag").str.replace_all("_", " ")).otherwise(pl.col("value")).alias("value")
+    )
+
+
+def _sorted(rules: pl.DataFrame) -> pl.DataFrame:
+    return rules.sort("tag", "field")
+
+
+def test_pattern_rules_match_whole_names_as_re_fullmatch_does(ontology, danbooru_vocabulary):
+    """The patterns, run over every distinct tag at once in polars, give the rules that ``re.fullmatch`` gave one tag at
+    a time: on the Danbooru tag list, on near misses, and with a pattern only Python's ``re`` compiles. (The rows'
+    order follows ``Series.unique``, which is not the same from one call to the next: compared sorted.)"""
+    import dataclasses
+    import random
+
+    known = danbooru_vocabulary.tags.get_column("tag").to_list()
+    random.Random(0).shuffle(known)
+    near = [
+        "red_dress",
+        "red_dress\n",
+        "dress",
+        "sundress",
+        "_dress",
+        "red_dress_(cosplay)",
+        "Red_dress",
+        "scar_on_face",
+        "scar_across_eye",
+        "scar_on_",
+        "dragon_tattoo",
+        "x-y_tattoo",
+        "tattoo",
+        "blue_hat",
+        "black_thighhighs",
+        "no_gloves",
+        "red_gloves_x",
+        "",
+    ]
+    tags = pl.Series([*known[:20000], *near, None], dtype=pl.String)
+    got = ontology.rules_for(tags)
+    assert got.height > 100 and got.filter(pl.col("tag").str.ends_with("_tattoo")).height  # patterns matched, beside exact rules
+    for tagset in (tags, pl.Series(near, dtype=pl.String), pl.Series([], dtype=pl.String)):
+        assert _sorted(ontology.rules_for(tagset)).equals(_sorted(_rules_for_one_tag_at_a_time(ontology, tagset)))
+    lookahead = (re.compile(r"^(?!scar)[a-z]+_mark$"), "Scars", "_tag_", 1, 0.9)  # Rust's regex has no lookaround
+    unanchored = (re.compile(r"[a-z]+_brand"), "Tattoos", "_tag_", 1, 0.9)  # still whole names only
+    wider = dataclasses.replace(ontology, patterns=(*ontology.patterns, lookahead, unanchored))
+    marks = pl.Series(["star_mark", "scar_mark", "bite_mark", "red_dress", "cow_brand", "cow_brand_x", "x_cow_brand!"], dtype=pl.String)
+    assert set(wider.rules_for(marks).filter(pl.col("field") == "Tattoos").get_column("tag")) == {"cow_brand"}
+    assert _sorted(wider.rules_for(marks)).equals(_sorted(_rules_for_one_tag_at_a_time(wider, marks)))
+    assert set(wider.rules_for(marks).filter(pl.col("field") == "Scars").get_column("tag")) == {"star_mark", "bite_mark"}

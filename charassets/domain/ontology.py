@@ -133,6 +133,33 @@ class Ontology:
         """Whether ``source`` may decide field ``key`` (its fill policy)."""
         return source in self.field(key).fill
 
+    def _pattern_rules(self, distinct: pl.Series) -> pl.DataFrame:
+        """The pattern rules matching whole tag names, ordered by tag (as in ``distinct``), then by pattern.
+
+        Each pattern runs over every tag at once in polars (Rust's regex: a real partition's 20k distinct tags took
+        0.08 s through Python's ``re``, one tag at a time). A pattern Rust's regex cannot compile (a lookaround,
+        a back-reference) is matched with Python's ``re``; both match whole names only, as ``re.fullmatch``.
+        """
+        frame = distinct.to_frame("tag").with_row_index("_t")
+        parts = []
+        for i, (rx, fname, value, rank, conf) in enumerate(self.patterns):
+            try:
+                hits = frame.filter(pl.col("tag").str.contains(f"^(?:{rx.pattern})$"))
+            except pl.exceptions.ComputeError:
+                hits = frame.filter(pl.col("tag").map_elements(lambda t, rx=rx: rx.fullmatch(t) is not None, return_dtype=pl.Boolean))
+            parts.append(
+                hits.with_columns(
+                    pl.lit(i, dtype=pl.UInt32).alias("_p"),
+                    pl.lit(fname).alias("field"),
+                    pl.lit(value).alias("value"),
+                    pl.lit(rank).alias("rank"),
+                    pl.lit(conf).alias("confidence"),
+                )
+            )
+        if not parts:
+            return pl.DataFrame(schema=RULES_SCHEMA)
+        return pl.concat(parts).sort("_t", "_p").select(pl.col(k).cast(t) for k, t in RULES_SCHEMA.items())
+
     def rules_for(self, tags: pl.Series) -> pl.DataFrame:
         """Rules matching the given tags: exact ones, plus patterns where no exact rule exists.
 
@@ -140,16 +167,8 @@ class Ontology:
         """
         distinct = tags.unique().drop_nulls()
         exact = self.rules.join(distinct.to_frame("tag"), on="tag", how="semi")
-        found = set(zip(exact.get_column("tag").to_list(), exact.get_column("field").to_list(), strict=True))
-        extra = [
-            (t, fname, value, rank, conf)
-            for t in distinct.to_list()
-            for rx, fname, value, rank, conf in self.patterns
-            if (t, fname) not in found and rx.fullmatch(t)
-        ]
-        out = pl.concat([exact, pl.DataFrame(extra, schema=RULES_SCHEMA, orient="row")]).unique(
-            ["tag", "field"], keep="first", maintain_order=True
-        )
+        out = pl.concat([exact, self._pattern_rules(distinct).join(exact, on=["tag", "field"], how="anti", maintain_order="left")])
+        out = out.unique(["tag", "field"], keep="first", maintain_order=True)
         return out.with_columns(
             pl.when(pl.col("value") == TAG_VALUE).then(pl.col("tag").str.replace_all("_", " ")).otherwise(pl.col("value")).alias("value")
         )
