@@ -125,7 +125,9 @@ def run_partitions(
     ``workers>1`` runs batches concurrently in worker processes built from ``env`` (the
     environment ``defs`` came from); the instance must then be a persistent one. ``pool``:
     worker processes already started (``_worker_pool``), to reuse across calls. ``meanwhile``: called in this process
-    once the workers have their runs (this process only waits for them then); with no workers, before the runs.
+    once the workers have their runs (this process only waits for them then); not called when the runs are made here
+    (one batch, or no workers): work it would start beside them could race them (two threads initialising sqlite
+    stores through alembic, whose module-level context is not thread-safe, fail).
     """
     report = RunReport()
     t0 = time.perf_counter()
@@ -142,9 +144,7 @@ def run_partitions(
     t1 = time.perf_counter()
     if workers > 1 and len(batches) > 1:
         _run_in_workers(instance, batches, job_name, log_level, workers, env if env is not None else os.environ, report, pool, meanwhile)
-    else:
-        if meanwhile is not None:
-            meanwhile()
+    else:  # ``meanwhile`` is not called: this process runs the runs (say, beside a thread it would start)
         job = defs.resolve_job_def(job_name)
         for batch in batches:
             run_id, failed = _execute(job, instance, batch, log_level)

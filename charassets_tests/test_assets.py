@@ -61,7 +61,9 @@ def test_single_and_partial_runs_touch_no_other_partition(setup):
             __import__("deltalake").DeltaTable(lake.uri("marts", "character_attributes")).get_add_actions(flatten=True)
         ).get_column("path")
     }
-    run_partitions(defs, instance, partitions=[keys[1]], log_level="WARNING")  # one partition
+    called = []  # made here, the runs get nothing started beside them (a thread initialising a sqlite store would race them)
+    run_partitions(defs, instance, partitions=[keys[1]], log_level="WARNING", meanwhile=lambda: called.append(1))  # one partition
+    assert called == []
     run_partitions(defs, instance, partitions=keys[2:4], per_run=2, log_level="WARNING")  # a two-partition run
     after = lake.read("marts", "character_attributes").sort("partition", "row_index")
     assert after.equals(before)
