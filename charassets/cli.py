@@ -12,6 +12,10 @@ from pathlib import Path
 
 import click
 
+# a full build made in this process (the demo) lends this many helper processes at most the heads' fits and the report's
+# scans and charts: one per core, no more than the demo's heads (each costs ~3 CPU-s to start)
+HELPERS = 4
+
 
 def _is_project_root(path: Path) -> bool:
     """This project's root (its own dagster.yaml beside its pyproject), not any folder that has a dagster.yaml."""
@@ -96,7 +100,7 @@ def _run(
     t0 = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
         if train_heads:
-            build = build_everything(defs, instance, workers=workers)
+            build = build_everything(defs, instance, workers=workers, helpers=min(os.cpu_count() or 1, HELPERS))
             report, heads, failed = build.prepared, build.trained, build.failed_checks
         else:
             report = run_partitions(defs, instance, partitions, per_run or PARTITIONS_PER_RUN, only_missing=only_missing, workers=workers)

@@ -133,3 +133,31 @@ def test_a_new_file_adds_partitions_and_recomputes_nothing_else(tmp_path):
     assert (
         lake.table_stats("marts", "character_attributes")["version"] == versions[("marts", "character_attributes")] + 1
     )  # one write: the new partition
+
+
+def test_a_runs_progress_is_logged_every_so_often_and_after_its_last_partition(monkeypatch):
+    """One progress line per ``PROGRESS_EVERY_S`` seconds, and one after the last partition (each line is an event
+    the instance stores); every partition's figures still go to its own materialization's metadata."""
+    from types import SimpleNamespace
+
+    from charassets.defs import partitions
+
+    clock = SimpleNamespace(now=0.0)
+    monkeypatch.setattr(partitions, "time", SimpleNamespace(perf_counter=lambda: clock.now))
+    takes = {"a": 4.0, "b": 4.0, "c": 4.0, "d": 1.0, "e": 1.0}
+
+    def work(key: str) -> dict:
+        clock.now += takes[key]
+        return {"records": len(key)}
+
+    lines, metadata = [], []
+    context = SimpleNamespace(
+        partition_keys=list(takes),
+        selected_asset_keys=[dg.AssetKey(["clean", "tags"])],
+        op_def=SimpleNamespace(name="clean__tags"),
+        log=SimpleNamespace(info=lines.append),
+        add_asset_metadata=lambda figures, asset_key, partition_key: metadata.append(partition_key),
+    )
+    stats = partitions.for_each_partition(context, work)
+    assert [s["partition"] for s in stats] == list(takes) and metadata == list(takes)
+    assert [line.split(" partitions")[0] for line in lines] == ["clean__tags: 3/5", "clean__tags: 5/5"]  # at 12 s, and the end

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import dagster as dg
 import mlflow
 import numpy as np
@@ -9,6 +11,7 @@ import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
 
 from charassets.definitions import build_definitions
 from charassets.domain.demo import generate
@@ -328,20 +331,50 @@ def test_models_compare_prints_versions_side_by_side(trained, store, monkeypatch
     assert len(rows) == len(store.versions("hair_color")) and sum("*" in r.split()[2] for r in rows) == 1
 
 
-def test_a_full_build_writes_the_final_table_once_with_the_new_models(tmp_path):
+def test_a_full_build_writes_the_final_table_once_and_helpers_change_nothing_in_it(tmp_path, monkeypatch):
+    """A full build writes the final table once, with the new models. With ``helpers=2`` (the demo's in-process
+    build) the heads' fits and the report's scans and charts go to two spawned processes, the model store's tables
+    are created by one of them, and every table, head and figure is the one a build without helpers makes."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    import charassets.domain.models.fitting as fitting
+    import charassets.domain.report.figures as report_figures
     from charassets.runner import build_everything
 
     sources = generate(tmp_path / "demo", n=4000, rows_per_partition=2000)
-    env = {"CHARASSETS_SOURCES": str(sources), "CHARASSETS_LAKE": str(tmp_path / "lake"), "CHARASSETS_HOME": str(tmp_path)}
-    defs = build_definitions(env)
-    with dg.DagsterInstance.ephemeral() as instance:
-        build = build_everything(defs, instance, log_level="WARNING")
-    lake = defs.resources["lake"].lake()
-    n_partitions = lake.read("raw", "source_partitions").height
-    # one commit per partition: the table was not written before training and again after it
-    assert lake.table_stats("marts", "character_attributes")["version"] == n_partitions - 1
-    assert not build.failed_checks and set(build.seconds) == {"prepare_s", "train_s", "publish_s", "report_s"}
-    sources_used = lake.read("marts", "character_attributes").select(pl.col("hair_color").struct.field("source")).to_series().value_counts()
+    seen: dict[str, list] = {"fits": [], "report": []}
+    for module, key in ((fitting, "fits"), (report_figures, "report")):
+        monkeypatch.setattr(module, "lent", lambda key=key, lent=module.lent: seen[key].append(lent()) or seen[key][-1])
+    built = {}
+    for helpers in (0, 2):
+        home = tmp_path / f"home{helpers}"
+        env = {"CHARASSETS_SOURCES": str(sources), "CHARASSETS_LAKE": str(home / "lake"), "CHARASSETS_HOME": str(home)}
+        defs = build_definitions(env)
+        with dg.DagsterInstance.ephemeral() as instance:
+            build = build_everything(defs, instance, log_level="WARNING", helpers=helpers)
+        lake = defs.resources["lake"].lake()
+        n_partitions = lake.read("raw", "source_partitions").height
+        # one commit per partition: the table was not written before training and again after it
+        assert lake.table_stats("marts", "character_attributes")["version"] == n_partitions - 1
+        assert not build.failed_checks and set(build.seconds) == {"prepare_s", "train_s", "publish_s", "report_s"}
+        report = json.loads((home / "lake" / "reports" / "dataset_report.json").read_text())
+        for where_and_when in ("generated_at", "lake"):
+            report.pop(where_and_when)
+        built[helpers] = (
+            lake.read("marts", "character_attributes").sort("record_id"),
+            heads_metadata(build.trained)["macro_f1"].value,
+            report,
+            (home / "mlflow.db").is_file(),
+        )
+    pools = {key: {type(pool) for pool, _ in calls} for key, calls in seen.items()}
+    assert pools == {"fits": {type(None), ProcessPoolExecutor}, "report": {type(None), ProcessPoolExecutor}}
+    assert all(width == 2 for calls in seen.values() for pool, width in calls if pool is not None)
+    (table0, f1_0, report0, store0), (table2, f1_2, report2, store2) = built[0], built[2]
+    assert store0 and store2
+    assert f1_0 == f1_2 and len(f1_0) >= 3
+    assert_frame_equal(table0, table2)
+    assert report0 == report2
+    sources_used = table0.select(pl.col("hair_color").struct.field("source")).to_series().value_counts()
     assert {"tags", "profile"} <= set(sources_used[:, 0].drop_nulls().to_list())
 
 

@@ -155,6 +155,47 @@ def test_figures_made_in_lent_workers_equal_the_figures_made_here(built, monkeyp
         assert all(f.done() for f in pool.futures)  # a failed section leaves no scan queued or running
 
 
+def test_charts_drawn_in_lent_workers_are_the_charts_drawn_here(built, monkeypatch):
+    """With workers lent, each chart is a task of theirs, and the PNGs are byte for byte the ones drawn here; a chart
+    that fails leaves none queued or running. A one-thread pool stands in (pyplot's state is one per process)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from charassets.domain.lending import lending
+    from charassets.domain.report import render
+    from charassets.domain.report.figures import dataset_figures
+
+    _, lake, _, _ = built
+    figures = dataset_figures(
+        lake, build_definitions().resources["catalog"].ontology(), {"Hair Color": [{"class": "blue", "recall": 0.5, "support": 2}]}
+    )
+    submitted: list[str] = []
+    futures: list = []
+
+    class Recording(ThreadPoolExecutor):
+        def submit(self, fn, *args, **kwargs):
+            submitted.append(fn.__name__)
+            futures.append(super().submit(fn, *args, **kwargs))
+            return futures[-1]
+
+    alone = render.report_plots(figures)
+    with Recording(1) as pool, lending(pool, 2):
+        lent = render.report_plots(figures)
+    assert list(lent) == list(alone) and lent == alone and "head:Hair Color" in lent
+    assert sorted(submitted) == sorted(
+        ["_status_chart", "_rank_frequency_chart", "_head_chart"] + ["_field_chart"] * len(figures["fields"])
+    )
+
+    def broken(*args):
+        raise ValueError("no chart")
+
+    monkeypatch.setattr(render, "_rank_frequency_chart", broken)
+    futures.clear()
+    with Recording(1) as pool, lending(pool, 1):
+        with pytest.raises(ValueError, match="no chart"):
+            render.report_plots(figures)
+        assert futures and all(f.done() for f in futures)  # a failed chart leaves none queued or running
+
+
 def test_label_noise_examples_are_their_records_own_tags_values_and_flags(built, tmp_path):
     """Records flagged as contradicting their character's profile (added to a copy of the lake: the first ok record of
     two partitions, and ok records whose id a rejected row of their partition repeats) are counted, and each is one

@@ -15,6 +15,8 @@ final table either way).
 
 from __future__ import annotations
 
+import atexit
+import gc
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import TypeVar
@@ -31,6 +33,21 @@ def fit(trainer: Callable[..., R], *args) -> R:
     """``trainer(*args)`` in the lent pool, or here when none is lent."""
     pool, _ = lent()
     return trainer(*args) if pool is None else pool.submit(trainer, *args).result()
+
+
+def ready_helper() -> None:
+    """A spawned helper's start (``runner.build_everything(helpers=...)``): one torch thread, and what its first fit
+    and the report's scans and charts would import (torch's optimizers import ``torch._dynamo`` on first use, ~1 s of
+    a core; matplotlib ~0.4 s). At exit, what it made is kept out of the interpreter's last garbage collections (as a
+    run worker's, ``runner._worker_init``): the build's end waits for its helpers to exit."""
+    atexit.register(gc.freeze)
+    torch.set_num_threads(1)
+    torch.optim.AdamW(torch.nn.Linear(1, 1).parameters())
+    import charassets.domain.models.heads  # noqa: F401
+    import charassets.domain.report.figures  # noqa: F401
+    from charassets.domain.report.render import _pyplot
+
+    _pyplot()
 
 
 def each_head(work: Callable[[T], R], items: Iterable[T], cost: Callable[[T], float] | None = None) -> Iterator[tuple[T, R]]:
